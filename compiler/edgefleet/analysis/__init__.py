@@ -1,0 +1,1 @@
+"""Reading ONNX models and proving they fit a hardware class (no inference needed)."""

@@ -1,0 +1,77 @@
+"""devices/*.csv: the inventory of large fleets, one device a row.
+
+Columns: id, hardware_class, site, labels ("key=value;key=value"), public_key.
+Rows are parsed lazily so a million-device inventory streams.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Iterator
+
+from edgefleet.diagnostics import Diagnostic, error
+from edgefleet.source import Location, RowSource
+from edgefleet.spec.device import CSV_COLUMNS
+
+
+def parse_labels(text: str) -> dict[str, str] | None:
+    labels: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            return None
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def iter_csv_rows(text: str, path: str) -> Iterator[tuple[dict | None, RowSource, list[Diagnostic]]]:
+    """Yield (device data, its place, diagnostics) per row; a bad header yields one error."""
+    lines = io.StringIO(text, newline="")
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        yield None, RowSource(path, 1, ()), [error(
+            "E008", "empty file: no CSV header", Location(path, 1, 1),
+            f"start with the header: {','.join(CSV_COLUMNS)}")]
+        return
+    header = [h.strip() for h in header]
+    if tuple(header) != CSV_COLUMNS:
+        yield None, RowSource(path, 1, ()), [error(
+            "E106", f"CSV header is {','.join(header)!r}", Location(path, 1, 1),
+            f"the header must be exactly: {','.join(CSV_COLUMNS)}")]
+        return
+    raw_lines = text.splitlines()
+    line_no = 1
+    for row in reader:
+        line_no = reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        columns = _columns(raw_lines[line_no - 1] if line_no <= len(raw_lines) else "", header)
+        where = RowSource(path, line_no, columns)
+        if len(row) != len(CSV_COLUMNS):
+            yield None, where, [error(
+                "E106", f"row has {len(row)} fields, expected {len(CSV_COLUMNS)}",
+                Location(path, line_no, 1), f"give each row: {','.join(CSV_COLUMNS)}")]
+            continue
+        data = dict(zip(CSV_COLUMNS, (cell.strip() for cell in row)))
+        labels = parse_labels(data["labels"])
+        if labels is None:
+            yield None, where, [error(
+                "E105", f"labels: cannot read {data['labels']!r}", where.at("labels"),
+                "write labels as key=value pairs separated by ';', e.g. line=3;zone=north")]
+            continue
+        data["labels"] = labels
+        yield data, where, []
+
+
+def _columns(line: str, header: list[str]) -> tuple[tuple[str, int], ...]:
+    """Column (1-based) where each field starts; quoted commas are rare in inventories."""
+    starts, col, quoted = [1], 1, False
+    for ch in line:
+        col += 1
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            starts.append(col)
+    return tuple(zip(header, starts))

@@ -1,0 +1,202 @@
+"""Safe YAML reading that keeps the file, line and column of every value.
+
+Fleet repositories are edited by people and by pull requests from strangers, so the
+reader refuses what a plain loader would accept silently or fatally: duplicate keys
+(the second would win unseen), alias bombs ("billion laughs"), custom tags, oversized
+files, binary and non-UTF-8 input. It builds plain dicts/lists/scalars from ruamel's
+node graph itself, so positions survive and nothing is ever executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from edgefleet.diagnostics import Diagnostic, error
+from edgefleet.source import Location, PathKey, SourceMap
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+# Extra nodes that aliases may add on top of the nodes written in the file. Honest
+# reuse of an anchor adds a few; an alias bomb adds billions.
+MAX_ALIAS_EXPANSION = 100_000
+
+_TAG = "tag:yaml.org,2002:"
+
+
+@dataclass(frozen=True, slots=True)
+class YamlDocument:
+    data: Any
+    source: SourceMap
+    index: int  # position of the document in a multi-document file
+
+
+class _Refused(Exception):
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
+
+
+def check_text(raw: bytes, path: str) -> tuple[str | None, list[Diagnostic]]:
+    """Decode file bytes as UTF-8 text, refusing binary, oversized and non-UTF-8 input."""
+    if len(raw) > MAX_FILE_BYTES:
+        return None, [error(
+            "E001", f"file is {len(raw)} bytes, over the {MAX_FILE_BYTES} byte limit",
+            Location(path, 1, 1),
+            "split it into several files (devices/*.yaml or devices/*.csv are all read)",
+        )]
+    if b"\x00" in raw:
+        line, col = _line_col(raw, raw.index(b"\x00"))
+        return None, [error(
+            "E003", "binary file: it contains NUL bytes, not YAML text",
+            Location(path, line, col),
+            "remove the file, or move it out of the fleet's YAML folders",
+        )]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _line_col(raw, exc.start)
+        return None, [error(
+            "E002", f"not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded",
+            Location(path, line, col),
+            "save the file as UTF-8",
+        )]
+    return text.removeprefix("\ufeff"), []
+
+
+def parse_yaml(raw: bytes, path: str) -> tuple[list[YamlDocument], list[Diagnostic]]:
+    """Parse every document of one YAML file. Pure: bytes in, documents or errors out."""
+    text, diags = check_text(raw, path)
+    if text is None:
+        return [], diags
+    yaml = YAML(typ="rt", pure=True)
+    docs: list[YamlDocument] = []
+    try:
+        for index, node in enumerate(yaml.compose_all(text)):
+            if node is None:
+                continue
+            _check_expansion(node, path)
+            source = SourceMap(path)
+            data = _build(node, (), source)
+            if data is not None:
+                docs.append(YamlDocument(data, source, index))
+    except _Refused as refused:
+        return [], [refused.diagnostic]
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path, 1, 1)
+        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        return [], [error("E004", f"YAML syntax error: {problem}", loc,
+                          "fix the YAML at this place (indentation, quotes, ':' after keys)")]
+    except YAMLError as exc:
+        return [], [error("E004", f"YAML syntax error: {exc}", Location(path, 1, 1),
+                          "fix the YAML syntax")]
+    except RecursionError:
+        return [], [error("E004", "YAML nested too deeply", Location(path, 1, 1),
+                          "flatten the document")]
+    if not docs:
+        return [], [error("E008", "empty file: no YAML document in it", Location(path, 1, 1),
+                          "add a document with apiVersion, kind, metadata and spec, or delete the file")]
+    return docs, []
+
+
+def _line_col(raw: bytes, offset: int) -> tuple[int, int]:
+    line = raw.count(b"\n", 0, offset) + 1
+    col = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    return line, col
+
+
+def _loc(path: str, node: Node) -> Location:
+    return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _check_expansion(root: Node, path: str) -> None:
+    """Refuse documents whose aliases would expand far beyond what is written."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Refused(error("E006", "recursive YAML alias: the document refers to itself",
+                                 _loc(path, node), "remove the alias (*name) that points at its own anchor"))
+        active.add(key)
+        total = 1
+        if isinstance(node, SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    expanded = size(root)
+    written = len(sizes)
+    if expanded - written > MAX_ALIAS_EXPANSION:
+        raise _Refused(error(
+            "E006",
+            f"YAML aliases expand {written} written nodes into {expanded} (alias bomb?)",
+            _loc(path, root),
+            f"write values out instead of nesting aliases; at most {MAX_ALIAS_EXPANSION} extra nodes are allowed",
+        ))
+
+
+def _build(node: Node, at: PathKey, source: SourceMap) -> Any:
+    source.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, ScalarNode):
+        return _scalar(node, source.path)
+    if isinstance(node, SequenceNode):
+        return [_build(child, at + (i,), source) for i, child in enumerate(node.value)]
+    if isinstance(node, MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise _Refused(error("E009", "a mapping key must be a plain value",
+                                     _loc(source.path, key_node), "use a string key"))
+            key = str(_scalar(key_node, source.path))
+            if key in out:
+                first = source.key_positions[at + (key,)]
+                raise _Refused(error(
+                    "E005", f"duplicate key '{key}' (first at line {first[0]})",
+                    _loc(source.path, key_node),
+                    "remove one of the two; YAML would silently keep only the last",
+                    related=[(Location(source.path, *first), "first definition")],
+                ))
+            source.key_positions[at + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = _build(value_node, at + (key,), source)
+        return out
+    raise _Refused(error("E009", "unsupported YAML node", _loc(source.path, node), ""))
+
+
+def _scalar(node: ScalarNode, path: str) -> Any:
+    tag = str(node.tag)
+    value: str = node.value
+    if not tag.startswith(_TAG) and tag not in ("?", "!"):
+        raise _Refused(error("E007", f"custom YAML tag {tag!r} is not allowed",
+                             _loc(path, node), "remove the tag; fleet files hold plain values"))
+    kind = tag[len(_TAG):] if tag.startswith(_TAG) else "str"
+    if kind == "null":
+        return None
+    if kind == "bool":
+        return value.lower() == "true"
+    if kind == "int":
+        digits = value.replace("_", "")
+        try:
+            return int(digits, 0)
+        except ValueError:
+            return int(digits, 10)
+    if kind == "float":
+        lowered = value.lower().replace("_", "")
+        if lowered.endswith(".inf"):
+            return float("-inf") if lowered.startswith("-") else float("inf")
+        if lowered == ".nan":
+            return float("nan")
+        return float(lowered)
+    if kind in ("str", "timestamp"):
+        return value
+    raise _Refused(error("E007", f"YAML tag !!{kind} is not allowed", _loc(path, node),
+                         "use a plain string, number, boolean, list or mapping"))
