@@ -34,7 +34,7 @@ def _check_devices(repo: FleetRepo) -> list[Diagnostic]:
     out = []
     for loaded in repo.devices:
         cls = loaded.doc.hardware_class
-        if cls not in repo.hardware:
+        if cls not in repo.hardware and ("HardwareClass", cls) not in repo.invalid:
             out.append(error("E203", f"device '{loaded.doc.id}' names unknown hardware class '{cls}'",
                              loaded.source.at("hardware_class"),
                              f"{_suggest(cls, repo.hardware)} (classes are defined in hardware/*.yaml)"))
@@ -81,7 +81,9 @@ def _check_rollouts(repo: FleetRepo) -> list[Diagnostic]:
         loaded = repo.rollouts[name]
         spec, src = loaded.doc.spec, loaded.source
         model = repo.models.get(spec.model)
-        if model is None:
+        if model is None and ("Model", spec.model) in repo.invalid:
+            pass  # its own errors are reported
+        elif model is None:
             out.append(error("E204", f"rollout '{name}' names unknown model '{spec.model}'",
                              src.at("spec", "model"), f"{_suggest(spec.model, repo.models)} (models/*.yaml)"))
         else:
@@ -97,7 +99,7 @@ def _check_rollouts(repo: FleetRepo) -> list[Diagnostic]:
                                    src.at("spec", "to_version"), "set to_version to the new version"))
         selector = spec.selector
         for i, cls in enumerate(selector.hardware_classes):
-            if cls not in repo.hardware:
+            if cls not in repo.hardware and ("HardwareClass", cls) not in repo.invalid:
                 out.append(error("E206", f"selector names unknown hardware class '{cls}'",
                                  src.at("spec", "selector", "hardware_classes", i), _suggest(cls, repo.hardware)))
         for i, site in enumerate(selector.sites):

@@ -39,6 +39,9 @@ class FleetRepo:
     models: dict[str, Loaded[Model]] = field(default_factory=dict)
     devices: list[Loaded[Device]] = field(default_factory=list)
     rollouts: dict[str, Loaded[Rollout]] = field(default_factory=dict)
+    # Names of documents that exist but failed validation: references to them are not
+    # reported again as "unknown", which would bury the one real error under many.
+    invalid: set[tuple[str, str]] = field(default_factory=set)
 
     def display(self, relative: str) -> str:
         """How a repository path is shown in messages (relative to where the user stands)."""
@@ -123,6 +126,9 @@ def _load_document(data, source, folder: str, repo: FleetRepo, first_seen) -> li
     cls = KINDS[kind]
     doc, diags = validate_document(cls, data, source, f"see schemas/{kind.lower()}.schema.json")
     if doc is None:
+        name = (data.get("metadata") or {}).get("name") if isinstance(data.get("metadata"), dict) else None
+        if isinstance(name, str):
+            repo.invalid.add((kind, name))
         return diags
     if isinstance(doc, Fleet):
         if repo.fleet is not None:

@@ -43,11 +43,28 @@ def _diagnostic(cls: type[BaseModel], err: dict, source: Source, schema_hint: st
                      f"add '{field}:' here; {schema_hint}")
     value = err.get("input")
     shown = repr(value) if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
-    hint = schema_hint
+    expected = _EXPECTED.get(kind.split("_")[0], "")
+    description = _description_at(cls, loc)
+    hint = "; ".join(filter(None, [f"'{field}' takes {expected}" if expected and field else "",
+                                  description, schema_hint]))
     if kind in ("string_type",) and isinstance(value, (int, float)):
         hint = f"put the value in quotes: '{value}'"
     return error("E105", f"{_dotted(loc) or 'document'}: {err['msg']} (got {shown})",
                  source.at(*loc), hint)
+
+
+_EXPECTED = {"int": "a whole number", "float": "a number", "bool": "true or false",
+             "string": "text", "dict": "a mapping", "list": "a list"}
+
+
+def _description_at(cls: type[BaseModel], loc: tuple) -> str:
+    """The field's own description from the model, so hints never repeat the docs."""
+    named = [p for p in loc if isinstance(p, str)]
+    if not named:
+        return ""
+    parent = _model_at(cls, loc[:-1]) if loc and isinstance(loc[-1], str) else None
+    field = parent.model_fields.get(named[-1]) if parent else None
+    return (field.description or "") if field else ""
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -58,24 +75,29 @@ def _is_union_tag(part: Any) -> bool:
 
 def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
     """Field names allowed at a location, for 'did you mean' hints."""
+    model = _model_at(cls, loc)
+    return list(model.model_fields) if model else []
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     current: Any = cls
     for part in loc:
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(part))
             if field is None:
-                return []
+                return None
             current = field.annotation
         elif typing.get_origin(current) in (list, dict):
             current = typing.get_args(current)[-1]
         else:
-            return []
+            return None
     current = _unwrap(current)
     if typing.get_origin(current) in (list, dict):
         current = _unwrap(typing.get_args(current)[-1])
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
+        return current
+    return None
 
 
 def _unwrap(tp: Any) -> Any:
