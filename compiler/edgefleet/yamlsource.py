@@ -159,6 +159,7 @@ def _build(node: Node, at: PathKey, source: SourceMap) -> Any:
     source.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, ScalarNode):
         return _scalar(node, source.path)
+    _check_collection_tag(node, source.path)
     if isinstance(node, SequenceNode):
         return [_build(child, at + (i,), source) for i, child in enumerate(node.value)]
     if isinstance(node, MappingNode):
@@ -180,6 +181,13 @@ def _build(node: Node, at: PathKey, source: SourceMap) -> Any:
             out[key] = _build(value_node, at + (key,), source)
         return out
     raise _Refused(error("E009", "unsupported YAML node", _loc(source.path, node), ""))
+
+
+def _check_collection_tag(node: Node, path: str) -> None:
+    expected = _TAG + ("seq" if isinstance(node, SequenceNode) else "map")
+    if str(node.tag) != expected:
+        raise _Refused(error("E007", f"YAML tag {node.tag!s} is not allowed", _loc(path, node),
+                             "remove the tag; fleet files hold plain lists and mappings"))
 
 
 def _scalar(node: ScalarNode, path: str) -> Any:
