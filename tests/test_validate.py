@@ -219,3 +219,15 @@ def test_validate_writes_nothing(fleet_copy, run_cli, tmp_path):
     run_cli("validate", fleet_copy)
     after = sorted(p.relative_to(fleet_copy) for p in fleet_copy.rglob("*") if ".edgefleet" not in p.parts)
     assert before == after
+
+
+def test_default_repository_is_the_current_directory(fleet_copy, run_cli):
+    waves_decrease(fleet_copy)
+    res = run_cli("validate", cwd=fleet_copy)
+    assert res.code == 1 and "rollouts/meter-digits-1-1.yaml:" in res.err
+
+
+def test_default_falls_back_to_the_example_fleet(run_cli, tmp_path):
+    res = run_cli("validate", cwd=tmp_path)
+    assert res.code == 0
+    assert "using the example fleet" in res.err
