@@ -14,7 +14,9 @@ from edgefleet.repo import FleetRepo, read_repository
 
 
 def check_fleet(repo: FleetRepo) -> list[Diagnostic]:
-    return check_references(repo, exists=lambda rel: (repo.root / rel).is_file())
+    from edgefleet.analysis.check import check_constraints  # reads model files; imported on use
+
+    return check_references(repo, exists=lambda rel: (repo.root / rel).is_file()) + check_constraints(repo, with_notes=True)
 
 
 def validate_repository(root: Path) -> tuple[FleetRepo, list[Diagnostic]]:
