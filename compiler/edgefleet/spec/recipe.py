@@ -23,3 +23,6 @@ class Recipe(Strict):
     exclude_op_types: list[str] = Field(default_factory=list, description="operator types kept in float")
     sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="magnitude pruning to this sparsity first")
     graph_optimization: Literal["none", "basic", "extended"] = "basic"
+    max_latency_ratio: float | None = Field(
+        None, gt=0, description="reject the artifact if its median latency exceeds this multiple of FP32's "
+                                "on the build host (unset: latency is recorded, not gated)")
