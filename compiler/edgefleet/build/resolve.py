@@ -1,0 +1,145 @@
+"""What one build need resolves to: the variant, recipe chain, data and class limits.
+
+Pure (given the loaded repository): the YAML is turned into one typed `ResolvedNeed`
+that the key, the pre-flight checks and the build request are all made from, so the
+three can never disagree. It also keeps where each value was written, so that every
+later error points at the YAML line a person has to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgefleet.analysis.selection import choose_variant
+from edgefleet.diagnostics import Diagnostic, error
+from edgefleet.needs import BuildNeed
+from edgefleet.repo import FleetRepo
+from edgefleet.source import Location
+from edgefleet.spec import Recipe, Variant
+from edgefleet.spec.hardware import InputSpec, RuntimeSpec
+from edgefleet.spec.model import AccuracyBudget
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DataFile:
+    role: str  # "calibration" | "evaluation"
+    path: str  # relative to the repository root
+    at: Location
+
+
+@dataclass(frozen=True)
+class ResolvedNeed:
+    need: BuildNeed
+    variant: Variant
+    source_at: Location
+    sha256_at: Location
+    recipes: tuple[Recipe, ...]
+    recipe_at: tuple[Location, ...]  # one per recipe
+    calibration: DataFile | None
+    evaluation: DataFile | None
+    data_at: Location  # spec.data of the model, where a missing data file must be declared
+    accuracy: AccuracyBudget | None
+    accuracy_at: Location
+    runtime: RuntimeSpec
+    precisions: tuple[str, ...]
+    precisions_at: Location
+    max_artifact_bytes: int
+    latency_budget_ms: float
+    batch_size: int
+    input: InputSpec | None
+    model_ram_budget_mb: int
+    requires_accuracy_gate: bool
+    cpu_arch: str
+    compute_capability: str | None
+    runtime_at: Location  # the class's runtime: where a missing toolchain is declared
+
+
+def resolve_need(repo: FleetRepo, need: BuildNeed) -> tuple[ResolvedNeed | None, list[Diagnostic]]:
+    """Resolve a need of a validated repository; diagnostics when it cannot be built."""
+    from edgefleet.build.recipes import recipe_chain
+
+    model = repo.models[need.model]
+    hw = repo.hardware[need.hardware_class]
+    spec, msrc = model.doc.spec, model.source
+    vi, entry = next((i, v) for i, v in enumerate(spec.versions) if v.version == need.version)
+    choice = choose_variant(repo, need.model, need.version, need.hardware_class)
+    if choice.variant is None:
+        return None, [error(
+            "E406", f"no variant of {need.model}@{need.version} fits hardware class '{need.hardware_class}': "
+                    + "; ".join(choice.reasons),
+            msrc.at("spec", "versions", vi, "variants"),
+            "fix what each variant's reason names, add a variant that fits, or relax the class "
+            "(`edgefleet explain` shows every constraint)",
+            related=[(hw.source.at("metadata", "name"), "the hardware class")])]
+    wi = next(i for i, w in enumerate(entry.variants) if w.name == choice.variant.name)
+    recipes = tuple(recipe_chain(repo, need.model, need.version, need.hardware_class))
+    data = spec.data
+    hspec = hw.doc.spec
+    resolved = ResolvedNeed(
+        need=need,
+        variant=choice.variant,
+        source_at=msrc.at("spec", "versions", vi, "variants", wi, "source"),
+        sha256_at=msrc.at("spec", "versions", vi, "variants", wi, "sha256"),
+        recipes=recipes,
+        recipe_at=tuple(recipe_location(repo, need, vi, r) for r in recipes),
+        calibration=DataFile("calibration", data.calibration, msrc.at("spec", "data", "calibration"))
+        if data.calibration else None,
+        evaluation=DataFile("evaluation", data.evaluation, msrc.at("spec", "data", "evaluation"))
+        if data.evaluation else None,
+        data_at=msrc.at("spec", "data"),
+        accuracy=spec.accuracy,
+        accuracy_at=msrc.at("spec", "accuracy"),
+        runtime=hspec.runtime,
+        precisions=tuple(hspec.precisions),
+        precisions_at=hw.source.at("spec", "precisions"),
+        # MiB: the example's 0.5 is the "512 KB" LTE-M budget its comment states.
+        max_artifact_bytes=int(hspec.max_artifact_mb * MIB),
+        latency_budget_ms=hspec.latency_budget_ms,
+        batch_size=hspec.batch_size,
+        input=hspec.input,
+        model_ram_budget_mb=hspec.model_ram_budget_mb,
+        requires_accuracy_gate=hspec.requires_accuracy_gate,
+        cpu_arch=hspec.cpu_arch,
+        compute_capability=hspec.accelerator.compute_capability,
+        runtime_at=hw.source.at("spec", "runtime"),
+    )
+    return resolved, check_recipes(resolved)
+
+
+def recipe_location(repo: FleetRepo, need: BuildNeed, version_index: int, recipe: Recipe) -> Location:
+    """Where a recipe of the resolved chain is written: the most specific list holding it."""
+    model = repo.models[need.model]
+    hw = repo.hardware[need.hardware_class]
+    runtime = hw.doc.spec.runtime.name
+    entry = model.doc.spec.versions[version_index]
+    candidates = [
+        (entry.recipes.get(runtime, []), model.source, ("spec", "versions", version_index, "recipes", runtime)),
+        (model.doc.spec.recipes.get(runtime, []), model.source, ("spec", "recipes", runtime)),
+        (hw.doc.spec.recipes, hw.source, ("spec", "recipes")),
+    ]
+    for chain, source, path in candidates:
+        for j, declared in enumerate(chain):
+            if declared == recipe:
+                return source.at(*path, j)
+    return hw.source.at("spec", "recipes")  # a default chain: the place to declare one
+
+
+def check_recipes(resolved: ResolvedNeed) -> list[Diagnostic]:
+    """What must hold before a build starts that no recipe check covers. Pure.
+
+    Whether each recipe can run on the class's runtime is the engine's `check_recipe`
+    (one definition), applied in `orchestrate`'s pre-flight once the ONNX is read.
+    """
+    out: list[Diagnostic] = []
+    need = resolved.need
+    if resolved.requires_accuracy_gate and (resolved.accuracy is None or resolved.evaluation is None):
+        missing = "spec.accuracy" if resolved.accuracy is None else "spec.data.evaluation"
+        out.append(error(
+            "E407", f"hardware class '{need.hardware_class}' requires an accuracy gate, but model "
+                    f"'{need.model}' has no {missing}",
+            resolved.accuracy_at if resolved.accuracy is None else resolved.data_at,
+            "declare spec.accuracy (metric, threshold) and spec.data.evaluation (npz with 'input'), "
+            "or set requires_accuracy_gate: false on the class"))
+    return out
