@@ -8,9 +8,16 @@ import json
 from edgefleet.spec import KINDS
 
 
+def _outputs() -> dict[str, type]:
+    """Formats edgefleet writes (not fleet documents) that also get a schema."""
+    from edgefleet.desired.state import DesiredState
+
+    return {"DesiredState": DesiredState}
+
+
 def _schemas() -> dict[str, dict]:
     out = {}
-    for kind, cls in KINDS.items():
+    for kind, cls in {**KINDS, **_outputs()}.items():
         schema = cls.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://edgefleet.dev/schemas/{kind.lower()}.schema.json"
