@@ -34,6 +34,7 @@ from typing import BinaryIO, Mapping, Protocol
 from urllib.parse import urlparse
 
 from edgefleet.build.record import BuildRecord, parse_record, record_bytes
+from edgefleet.fsutil import fsync_dir, write_durable
 
 RECORD = "record.json"
 PROVENANCE = "provenance.intoto.json"
@@ -98,21 +99,6 @@ def _checked_blobs(key: str, files: Mapping[str, bytes], record: BuildRecord,
     return blobs
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 class LocalStore:
     """A directory on this machine."""
 
@@ -157,15 +143,15 @@ class LocalStore:
         work = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=staging))
         try:
             for name, data in {**documents, RECORD: record_bytes(record)}.items():
-                _write_synced(work / name, data)
-            _fsync_dir(work)
+                write_durable(work / name, data)
+            fsync_dir(work)
             try:
                 os.rename(work, final)
             except OSError as exc:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                     return False  # another job committed the same key first
                 raise
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             return True
         finally:
             if work.exists():
@@ -183,7 +169,7 @@ class LocalStore:
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o444)  # blobs are immutable
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

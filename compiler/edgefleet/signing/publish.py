@@ -74,6 +74,7 @@ from edgefleet.signing.keys import RoleKeys
 from edgefleet.source import Location
 from edgefleet.spec.common import duration_seconds
 from edgefleet.spec.fleet import ExpiryWindows
+from edgefleet.fsutil import write_durable
 
 TARGETS_PER_BIN = 256
 MAX_BIT_LENGTH = 14  # 16384 bins, the fleet.yaml limit
@@ -388,7 +389,7 @@ class _Publisher:
         ts_version, ts_bytes = self._decide("timestamp", timestamp_signed, prev.timestamp)
         if ts_bytes is not None:
             tmp = self.meta_dir / ".timestamp.json.tmp"
-            _write_durable(tmp, ts_bytes)
+            write_durable(tmp, ts_bytes)
             self.created.append(str(tmp))
             os.replace(tmp, self.meta_dir / "timestamp.json")   # the commit point
             self.created.remove(str(tmp))
@@ -475,7 +476,7 @@ class _Publisher:
         root.verify_delegate("root", md.signed_bytes, md.signatures)
         data = md.to_bytes(_PRETTY)
         path = self.meta_dir / f"{root.version}.root.json"
-        _write_durable(path, data)
+        write_durable(path, data)
         self.created.append(str(path))
         self.written.append(f"metadata/{path.name}")
         return root.version
@@ -610,13 +611,6 @@ def _write_file(path: str, data: bytes) -> None:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _unlink(path: Path) -> bool:
