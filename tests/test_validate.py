@@ -146,11 +146,17 @@ def unknown_kind(fleet: Path):
     return "hardware/medical-cart-cpu.yaml", line_of(f, "kind: Rollout"), "E102"
 
 
+def kind_not_a_string(fleet: Path):
+    f = fleet / "devices/plant-brno.yaml"
+    replace_in(f, "kind: DeviceList", "kind: [DeviceList]")
+    return "devices/plant-brno.yaml", line_of(f, "kind: [DeviceList]"), "E101"
+
+
 CASES: list[Case] = [
     broken_syntax, duplicate_key, misspelt_field, wrong_type, unknown_hardware_class,
     unknown_model_version, device_in_two_files, waves_decrease, empty_file, binary_file,
     billion_laughs, not_utf8, csv_bad_labels, rollout_selects_nothing, wave_over_100,
-    device_in_two_rollouts, unknown_kind,
+    device_in_two_rollouts, unknown_kind, kind_not_a_string,
 ]
 
 

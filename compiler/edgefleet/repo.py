@@ -115,7 +115,7 @@ def _load_document(data, source, folder: str, repo: FleetRepo, first_seen) -> li
         return [error("E101", f"a document must be a mapping, not a {type(data).__name__}", source.at(),
                       f"start with apiVersion: edgefleet/v1, kind: {expected}, metadata, spec")]
     kind = data.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         where = source.at("kind") if "kind" in data else source.at()
         return [error("E101", f"unknown kind {kind!r}" if kind is not None else "missing 'kind'", where,
                       f"documents in {folder or 'the repository root'}/ are kind: {expected}")]
