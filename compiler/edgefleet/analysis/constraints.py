@@ -29,7 +29,8 @@ from edgefleet.analysis.onnx_facts import PRECISION_BYTES, ActivationEstimate, M
 from edgefleet.analysis.runtime_support import RuntimeSupport, Verdict
 from edgefleet.diagnostics import Diagnostic, error, warning
 from edgefleet.repo import FleetRepo, Loaded
-from edgefleet.spec import HardwareClass, Model, Recipe, Variant
+from edgefleet.recipe_chain import RecipeChain, resolve_chain
+from edgefleet.spec import HardwareClass, Model, Variant
 
 MB = 1024 * 1024
 # A dynamic dimension that is neither the batch nor fixed by the class's input.shape
@@ -68,13 +69,6 @@ class Check:
     class_field: tuple[str | int, ...] = ("spec",)  # where the limit stands in the class YAML
     model_field: tuple[str | int, ...] = ("source",)  # where it stands under the variant
     hint: str = ""
-
-
-@dataclass(frozen=True)
-class RecipeChain:
-    recipes: tuple[Recipe, ...]
-    origin: Literal["version", "model", "class"]
-    path: tuple[str | int, ...]  # YAML path of the recipe list in its document
 
 
 @dataclass(frozen=True)
@@ -123,16 +117,8 @@ class VariantFit:
 # ------------------------------------------------------------------ inputs
 
 
-def recipe_chain(model: Model, version_index: int, hw: HardwareClass) -> RecipeChain:
-    """The recipes a build for this class tries, and where they are written."""
-    runtime = hw.spec.runtime.name
-    version = model.spec.versions[version_index]
-    if runtime in version.recipes:
-        return RecipeChain(tuple(version.recipes[runtime]), "version",
-                           ("spec", "versions", version_index, "recipes", runtime))
-    if runtime in model.spec.recipes:
-        return RecipeChain(tuple(model.spec.recipes[runtime]), "model", ("spec", "recipes", runtime))
-    return RecipeChain(tuple(hw.spec.recipes), "class", ("spec", "recipes"))
+# One rule for which chain applies, shared with the build (default chain included).
+recipe_chain = resolve_chain
 
 
 def build_precision(chain: RecipeChain, hw: HardwareClass, facts: ModelFacts) -> tuple[str, str]:
@@ -219,7 +205,7 @@ def _limit_mb(value: float) -> str:
 
 def evaluate_variant(ev: VariantEvidence, hw: HardwareClass, chain: RecipeChain) -> VariantFit:
     """Every constraint of one variant on one class."""
-    spec, variant = hw.spec, ev.variant
+    variant = ev.variant
     if ev.actual_sha256 is None:
         return VariantFit(variant, ev.index, (Check(
             "model file", E_MISSING, "fail", variant.source, "must exist",
@@ -483,7 +469,7 @@ def recipe_diagnostics(repo: FleetRepo, model_chains: list[tuple[str, RecipeChai
         out += _chain_problems(RecipeChain(tuple(hw.doc.spec.recipes), "class", ("spec", "recipes")),
                                hw.source, hw, f"hardware class '{cls}'")
     for model_name, chain, cls in model_chains:
-        if chain.origin != "class" and cls in repo.hardware and model_name in repo.models:
+        if chain.origin in ("version", "model") and cls in repo.hardware and model_name in repo.models:
             out += _chain_problems(chain, repo.models[model_name].source, repo.hardware[cls],
                                    f"model '{model_name}'")
     return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from edgefleet.analysis.selection import choose_variant
 from edgefleet.diagnostics import Diagnostic, error
 from edgefleet.needs import BuildNeed
+from edgefleet.recipe_chain import RecipeChain, resolve_chain
 from edgefleet.repo import FleetRepo
 from edgefleet.source import Location
 from edgefleet.spec import Recipe, Variant
@@ -58,8 +59,6 @@ class ResolvedNeed:
 
 def resolve_need(repo: FleetRepo, need: BuildNeed) -> tuple[ResolvedNeed | None, list[Diagnostic]]:
     """Resolve a need of a validated repository; diagnostics when it cannot be built."""
-    from edgefleet.build.recipes import recipe_chain
-
     model = repo.models[need.model]
     hw = repo.hardware[need.hardware_class]
     spec, msrc = model.doc.spec, model.source
@@ -74,7 +73,8 @@ def resolve_need(repo: FleetRepo, need: BuildNeed) -> tuple[ResolvedNeed | None,
             "(`edgefleet explain` shows every constraint)",
             related=[(hw.source.at("metadata", "name"), "the hardware class")])]
     wi = next(i for i, w in enumerate(entry.variants) if w.name == choice.variant.name)
-    recipes = tuple(recipe_chain(repo, need.model, need.version, need.hardware_class))
+    chain = resolve_chain(model.doc, vi, hw.doc)  # the rule validation's estimates used too
+    recipes = chain.recipes
     data = spec.data
     hspec = hw.doc.spec
     resolved = ResolvedNeed(
@@ -83,7 +83,7 @@ def resolve_need(repo: FleetRepo, need: BuildNeed) -> tuple[ResolvedNeed | None,
         source_at=msrc.at("spec", "versions", vi, "variants", wi, "source"),
         sha256_at=msrc.at("spec", "versions", vi, "variants", wi, "sha256"),
         recipes=recipes,
-        recipe_at=tuple(recipe_location(repo, need, vi, r) for r in recipes),
+        recipe_at=tuple(recipe_location(repo, need, chain, i) for i in range(len(recipes))),
         calibration=DataFile("calibration", data.calibration, msrc.at("spec", "data", "calibration"))
         if data.calibration else None,
         evaluation=DataFile("evaluation", data.evaluation, msrc.at("spec", "data", "evaluation"))
@@ -108,22 +108,12 @@ def resolve_need(repo: FleetRepo, need: BuildNeed) -> tuple[ResolvedNeed | None,
     return resolved, check_recipes(resolved)
 
 
-def recipe_location(repo: FleetRepo, need: BuildNeed, version_index: int, recipe: Recipe) -> Location:
-    """Where a recipe of the resolved chain is written: the most specific list holding it."""
-    model = repo.models[need.model]
-    hw = repo.hardware[need.hardware_class]
-    runtime = hw.doc.spec.runtime.name
-    entry = model.doc.spec.versions[version_index]
-    candidates = [
-        (entry.recipes.get(runtime, []), model.source, ("spec", "versions", version_index, "recipes", runtime)),
-        (model.doc.spec.recipes.get(runtime, []), model.source, ("spec", "recipes", runtime)),
-        (hw.doc.spec.recipes, hw.source, ("spec", "recipes")),
-    ]
-    for chain, source, path in candidates:
-        for j, declared in enumerate(chain):
-            if declared == recipe:
-                return source.at(*path, j)
-    return hw.source.at("spec", "recipes")  # a default chain: the place to declare one
+def recipe_location(repo: FleetRepo, need: BuildNeed, chain: RecipeChain, index: int) -> Location:
+    """Where recipe `index` of the chain is written (a default chain: where to declare one)."""
+    if chain.origin in ("version", "model"):
+        return repo.models[need.model].source.at(*chain.path, index)
+    hw = repo.hardware[need.hardware_class].source
+    return hw.at(*chain.path, index) if chain.origin == "class" else hw.at(*chain.path)
 
 
 def check_recipes(resolved: ResolvedNeed) -> list[Diagnostic]:
