@@ -59,11 +59,11 @@ def make_fleet(dest: Path, devices: int) -> Path:
 
 
 def one(devices: int, work: Path) -> dict:
-    from edgefleet.checks import validate_repository
+    from edgefleet.pipeline.validate import validate_repository
     from edgefleet.cli.compile import bulk_gc
     from edgefleet.desired.compile import prepare
     from edgefleet.desired.release import read_previous_releases
-    from edgefleet.diagnostics import has_errors
+    from edgefleet.core.diagnostics import has_errors
     from edgefleet.signing.keys import init_keys
     from edgefleet.signing.publish import TargetFile, publish
     from tests.desired_support import synthetic_artifacts

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from edgefleet.build.index import ArtifactProbe, BuiltArtifact
 from edgefleet.build.store import blob_path
-from edgefleet.needs import BuildNeed, needed_builds
-from edgefleet.repo import FleetRepo
+from edgefleet.rules.needs import BuildNeed, needed_builds
+from edgefleet.load.repo import FleetRepo
 
 PRECISION = {"onnxruntime": "int8", "openvino": "int8", "tensorrt": "fp16"}
 

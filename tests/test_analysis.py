@@ -26,7 +26,7 @@ from edgefleet.analysis.constraints import bind_inputs
 from edgefleet.analysis.onnx_facts import ModelReadError, activation_estimate, model_facts, read_model
 from edgefleet.analysis.runtime_support import (OpenVinoProbe, installed_onnxruntime_kernels, onnxruntime_support,
                                                 openvino_support, probe_openvino, tensorrt_support)
-from edgefleet.repo import read_repository
+from edgefleet.load.repo import read_repository
 from edgefleet.spec.hardware import RuntimeSpec
 
 FULL = EXAMPLE_FLEET / "models/meter-digits/1.1.0/full.onnx"

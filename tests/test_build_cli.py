@@ -141,7 +141,7 @@ def test_matrix_lists_only_builds_not_in_the_store(built, store_copy, tmp_path):
 def test_index_finds_every_built_artifact(built):
     from edgefleet.build.index import built_artifacts
     from edgefleet.build.store import LocalStore
-    from edgefleet.repo import read_repository
+    from edgefleet.load.repo import read_repository
 
     repo, _ = read_repository(built[0])
     found = built_artifacts(repo, LocalStore(built[1]))
@@ -159,8 +159,8 @@ def test_index_ignores_a_stale_artifact_after_an_edit(built, tmp_path):
     """An edited recipe means another key: compile must not pick up the old artifact."""
     from edgefleet.build.index import lookup_artifact
     from edgefleet.build.store import LocalStore
-    from edgefleet.needs import BuildNeed
-    from edgefleet.repo import read_repository
+    from edgefleet.rules.needs import BuildNeed
+    from edgefleet.load.repo import read_repository
 
     fleet = copy_fleet(tmp_path / "fleet")
     path = fleet / "hardware/medical-cart-cpu.yaml"
@@ -177,7 +177,7 @@ def test_index_ignores_a_stale_artifact_after_an_edit(built, tmp_path):
 
 def _variant_index(fleet: Path, version: str, hardware_class: str) -> tuple[int, int]:
     from edgefleet.analysis.selection import choose_variant
-    from edgefleet.repo import read_repository
+    from edgefleet.load.repo import read_repository
 
     repo, _ = read_repository(fleet)
     spec = repo.models["meter-digits"].doc.spec
@@ -187,7 +187,7 @@ def _variant_index(fleet: Path, version: str, hardware_class: str) -> tuple[int,
 
 
 def _yaml_location(fleet: Path, rel: str, *path) -> str:
-    from edgefleet.repo import read_repository
+    from edgefleet.load.repo import read_repository
 
     repo, _ = read_repository(fleet)
     loaded = repo.models["meter-digits"] if rel == MODEL_YAML else repo.hardware[Path(rel).stem]
@@ -204,7 +204,7 @@ def _set_yaml(fleet: Path, rel: str, old: str, new: str) -> None:
 
 def corrupt_onnx(fleet: Path) -> str:
     vi, wi = _variant_index(fleet, "1.1.0", "medical-cart-cpu")
-    from edgefleet.repo import read_repository
+    from edgefleet.load.repo import read_repository
 
     variant = read_repository(fleet)[0].models["meter-digits"].doc.spec.versions[vi].variants[wi]
     garbage = b"this is not a protobuf \x00\xff" * 64
@@ -220,7 +220,7 @@ def missing_calibration(fleet: Path) -> str:
 
 def sha_mismatch(fleet: Path) -> str:
     vi, wi = _variant_index(fleet, "1.1.0", "medical-cart-cpu")
-    from edgefleet.repo import read_repository
+    from edgefleet.load.repo import read_repository
 
     variant = read_repository(fleet)[0].models["meter-digits"].doc.spec.versions[vi].variants[wi]
     where = _yaml_location(fleet, MODEL_YAML, "spec", "versions", vi, "variants", wi, "sha256")
@@ -326,7 +326,7 @@ def test_object_store_url_runs_the_same_path(built, tmp_path):
 
 
 def _all_variants(fleet: Path, version: str):
-    from edgefleet.repo import read_repository
+    from edgefleet.load.repo import read_repository
 
     spec = read_repository(fleet)[0].models["meter-digits"].doc.spec
     return next(v for v in spec.versions if v.version == version).variants
@@ -353,8 +353,8 @@ def test_plan_checks_inputs_itself(tmp_path, breaks, code, words):
     """Build never trusts that validation ran: its own pre-flight refuses bad inputs too."""
     from edgefleet.build.orchestrate import plan_builds
     from edgefleet.build.store import LocalStore
-    from edgefleet.needs import BuildNeed
-    from edgefleet.repo import read_repository
+    from edgefleet.rules.needs import BuildNeed
+    from edgefleet.load.repo import read_repository
 
     fleet = copy_fleet(tmp_path / "fleet")
     breaks(fleet)
@@ -378,8 +378,8 @@ def test_plan_rechecks_the_variant_it_is_given(tmp_path, monkeypatch, breaks, co
     from edgefleet.analysis.selection import VariantChoice
     from edgefleet.build.orchestrate import plan_builds
     from edgefleet.build.store import LocalStore
-    from edgefleet.needs import BuildNeed
-    from edgefleet.repo import read_repository
+    from edgefleet.rules.needs import BuildNeed
+    from edgefleet.load.repo import read_repository
 
     fleet = copy_fleet(tmp_path / "fleet")
     where = breaks(fleet)
@@ -431,8 +431,8 @@ def test_a_key_is_built_once_per_run(built, tmp_path, monkeypatch):
     from edgefleet.build import engine
     from edgefleet.build.orchestrate import plan_builds, run_builds
     from edgefleet.build.store import LocalStore
-    from edgefleet.needs import BuildNeed
-    from edgefleet.repo import read_repository
+    from edgefleet.rules.needs import BuildNeed
+    from edgefleet.load.repo import read_repository
 
     calls = []
     real = engine.build_artifact

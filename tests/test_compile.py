@@ -15,7 +15,7 @@ import git
 import pytest
 
 from edgefleet.desired.state import DesiredState
-from edgefleet.repo import read_repository
+from edgefleet.load.repo import read_repository
 from edgefleet.signing.keys import init_keys
 from edgefleet.signing.verify import verify_device
 from tests.conftest import EXAMPLE_FLEET

@@ -22,8 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import EXAMPLE_FLEET
 from edgefleet.analysis.check import check_constraints
 from edgefleet.analysis.selection import choose_variant
-from edgefleet.checks import validate_repository
-from edgefleet.repo import read_repository
+from edgefleet.pipeline.validate import validate_repository
+from edgefleet.load.repo import read_repository
 
 STUDENT = EXAMPLE_FLEET / "models/meter-digits/1.1.0/student.onnx"
 FULL = EXAMPLE_FLEET / "models/meter-digits/1.1.0/full.onnx"

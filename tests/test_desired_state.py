@@ -18,10 +18,10 @@ from edgefleet.desired.canonical import canonical, canonical_document, join_obje
 from edgefleet.desired.compile import UnbuiltArtifact, compile_all, compile_fleet, identity_json, prepare
 from edgefleet.desired.runtime_config import RuntimeConfigError, render_runtime_config, templates_dir
 from edgefleet.desired.state import DesiredState
-from edgefleet.diagnostics import DiagnosticError
-from edgefleet.needs import BuildNeed
-from edgefleet.repo import read_repository
-from edgefleet.schema import schema_files
+from edgefleet.core.diagnostics import DiagnosticError
+from edgefleet.rules.needs import BuildNeed
+from edgefleet.load.repo import read_repository
+from edgefleet.pipeline.schema import schema_files
 from edgefleet.spec import Device
 from tests.conftest import EXAMPLE_FLEET
 from tests.desired_support import synthetic_artifacts

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet import yamlsource
-from edgefleet.inventory_csv import iter_csv_rows, parse_labels
-from edgefleet.yamlsource import parse_yaml
+from edgefleet.load import yamlsource
+from edgefleet.load.inventory_csv import iter_csv_rows, parse_labels
+from edgefleet.load.yamlsource import parse_yaml
 
 
 def codes(raw: bytes) -> list[str]:

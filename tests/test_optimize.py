@@ -19,7 +19,7 @@ from edgefleet.build.engine import BuildError, build_artifact, toolchain_version
 from edgefleet.build.optimize_ort import quant_settings
 from edgefleet.build.prune import magnitude_prune
 from edgefleet.build.recipes import default_recipe, recipe_chain
-from edgefleet.repo import read_repository
+from edgefleet.load.repo import read_repository
 from edgefleet.spec import Recipe
 from edgefleet.spec.model import AccuracyBudget
 from engine_support import FLEET, RUNTIMES, meter_request, sha

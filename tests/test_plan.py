@@ -13,7 +13,7 @@ import git
 import pytest
 
 from edgefleet.desired.waves import RolloutWaves
-from edgefleet.repo import read_repository
+from edgefleet.load.repo import read_repository
 from tests.conftest import EXAMPLE_FLEET
 from tests.desired_support import built_store
 

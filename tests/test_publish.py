@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tuf.api.metadata import Metadata, SuccinctRoles, TargetFile as TufTargetFile, Targets
 from tuf.api.serialization.json import CanonicalJSONSerializer
 
-from edgefleet.diagnostics import DiagnosticError
+from edgefleet.core.diagnostics import DiagnosticError
 from edgefleet.signing import SigningError, device_target_path
 from edgefleet.signing import publish as publish_mod
 from edgefleet.signing.keys import RoleKeys, init_keys, load_keys, rotate_key

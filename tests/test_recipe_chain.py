@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from edgefleet.analysis.selection import choose_variant
 from edgefleet.build.recipes import recipe_chain
-from edgefleet.recipe_chain import resolve_chain
-from edgefleet.repo import read_repository
+from edgefleet.rules.recipe_chain import resolve_chain
+from edgefleet.load.repo import read_repository
 
 
 def _edit(path, old, new):

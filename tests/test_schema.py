@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from edgefleet.repo import fleet_files
-from edgefleet.schema import schema_files
+from edgefleet.load.repo import fleet_files
+from edgefleet.pipeline.schema import schema_files
 from tests.conftest import EXAMPLE_FLEET, ROOT
 
 

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from edgefleet.checks import check_fleet
-from edgefleet.diagnostics import Diagnostic
-from edgefleet.repo import fleet_files, load_fleet
-from edgefleet.yamlsource import parse_yaml
+from edgefleet.pipeline.validate import check_fleet
+from edgefleet.core.diagnostics import Diagnostic
+from edgefleet.load.repo import fleet_files, load_fleet
+from edgefleet.load.yamlsource import parse_yaml
 from tests.conftest import EXAMPLE_FLEET
 
 FILES = {rel: (EXAMPLE_FLEET / rel).read_bytes() for rel in fleet_files(EXAMPLE_FLEET)}

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from edgefleet.desired.compile import UnbuiltArtifact, prepare
 from edgefleet.desired.waves import (BUCKET_SPACE, RolloutWaves, bucket, bucket_basis_points, live_waves,
                                      wave_index, wave_thresholds)
-from edgefleet.needs import needed_builds
-from edgefleet.repo import Loaded, read_repository
+from edgefleet.rules.needs import needed_builds
+from edgefleet.load.repo import Loaded, read_repository
 from edgefleet.spec import Device
 from edgefleet.spec.rollout import RolloutSpec, RolloutState, Wave
 from tests.conftest import EXAMPLE_FLEET

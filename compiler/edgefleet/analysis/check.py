@@ -20,9 +20,9 @@ from __future__ import annotations
 from edgefleet.analysis.cache import Analyzer
 from edgefleet.analysis.constraints import choice_diagnostics, gate_diagnostics, recipe_diagnostics
 from edgefleet.analysis.selection import analyzer_for, choose_variant
-from edgefleet.diagnostics import Diagnostic, note
-from edgefleet.needs import needed_builds
-from edgefleet.repo import FleetRepo
+from edgefleet.core.diagnostics import Diagnostic, note
+from edgefleet.rules.needs import needed_builds
+from edgefleet.load.repo import FleetRepo
 
 
 def check_constraints(repo: FleetRepo, analyzer: Analyzer | None = None, with_notes: bool = False) -> list[Diagnostic]:

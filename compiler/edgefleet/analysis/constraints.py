@@ -27,9 +27,9 @@ from typing import Literal
 
 from edgefleet.analysis.onnx_facts import PRECISION_BYTES, ActivationEstimate, ModelFacts
 from edgefleet.analysis.runtime_support import RuntimeSupport, Verdict
-from edgefleet.diagnostics import Diagnostic, error, warning
-from edgefleet.repo import FleetRepo, Loaded
-from edgefleet.recipe_chain import RecipeChain, resolve_chain
+from edgefleet.core.diagnostics import Diagnostic, error, warning
+from edgefleet.load.repo import FleetRepo, Loaded
+from edgefleet.rules.recipe_chain import RecipeChain, resolve_chain
 from edgefleet.spec import HardwareClass, Model, Variant
 
 MB = 1024 * 1024

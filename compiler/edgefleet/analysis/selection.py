@@ -22,7 +22,7 @@ from edgefleet.analysis.constraints import (Check, RecipeChain, VariantEvidence,
 from edgefleet.analysis.runtime_support import (KernelIndex, OpenVinoProbe, RuntimeSupport,
                                                 installed_onnxruntime_kernels, onnxruntime_support,
                                                 openvino_support, probe_openvino, tensorrt_support)
-from edgefleet.repo import FleetRepo
+from edgefleet.load.repo import FleetRepo
 from edgefleet.spec import HardwareClass, Variant
 
 

@@ -16,8 +16,8 @@ from edgefleet.build.key import FileDigests, key_inputs, key_of, toolchain_for
 from edgefleet.build.record import BuildRecord
 from edgefleet.build.resolve import resolve_need
 from edgefleet.build.store import Store, blob_path, open_store
-from edgefleet.needs import BuildNeed, needed_builds
-from edgefleet.repo import FleetRepo
+from edgefleet.rules.needs import BuildNeed, needed_builds
+from edgefleet.load.repo import FleetRepo
 
 
 class ArtifactProbe(BaseModel):

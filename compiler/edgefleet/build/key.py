@@ -21,8 +21,8 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.build.resolve import ResolvedNeed, resolve_need
-from edgefleet.needs import BuildNeed
-from edgefleet.repo import FleetRepo
+from edgefleet.rules.needs import BuildNeed
+from edgefleet.load.repo import FleetRepo
 
 # Bump when the meaning of a key changes (new input, different recipe semantics):
 # every artifact is then rebuilt once instead of a stale one being reused.

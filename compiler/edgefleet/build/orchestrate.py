@@ -29,10 +29,10 @@ from edgefleet.build.record import AttemptRecord, InputRef, attempt_records, rec
 from edgefleet.build.resolve import MIB, ResolvedNeed, resolve_need
 from edgefleet.build.signing import SigningError, sign_statement
 from edgefleet.build.store import PROVENANCE, SIGNATURE, Store, StoreError
-from edgefleet.diagnostics import Diagnostic, error, warning
-from edgefleet.needs import BuildNeed
-from edgefleet.repo import FleetRepo
-from edgefleet.source import Location
+from edgefleet.core.diagnostics import Diagnostic, error, warning
+from edgefleet.rules.needs import BuildNeed
+from edgefleet.load.repo import FleetRepo
+from edgefleet.core.source import Location
 
 Status = Literal["cache_hit", "built", "failed"]
 

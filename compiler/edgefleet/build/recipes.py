@@ -1,13 +1,13 @@
 """The recipes a (model, version, hardware class) is built with, first preferred.
 
-The rule lives in `edgefleet.recipe_chain` (shared with validation); this is the build's
+The rule lives in `edgefleet.rules.recipe_chain` (shared with validation); this is the build's
 view of it by names. Pure.
 """
 
 from __future__ import annotations
 
-from edgefleet.recipe_chain import default_recipe, resolve_chain
-from edgefleet.repo import FleetRepo
+from edgefleet.rules.recipe_chain import default_recipe, resolve_chain
+from edgefleet.load.repo import FleetRepo
 from edgefleet.spec import Recipe
 
 __all__ = ["default_recipe", "recipe_chain"]

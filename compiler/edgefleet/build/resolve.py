@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgefleet.analysis.selection import choose_variant
-from edgefleet.diagnostics import Diagnostic, error
-from edgefleet.needs import BuildNeed
-from edgefleet.recipe_chain import RecipeChain, resolve_chain
-from edgefleet.repo import FleetRepo
-from edgefleet.source import Location
+from edgefleet.core.diagnostics import Diagnostic, error
+from edgefleet.rules.needs import BuildNeed
+from edgefleet.rules.recipe_chain import RecipeChain, resolve_chain
+from edgefleet.load.repo import FleetRepo
+from edgefleet.core.source import Location
 from edgefleet.spec import Recipe, Variant
 from edgefleet.spec.hardware import InputSpec, RuntimeSpec
 from edgefleet.spec.model import AccuracyBudget

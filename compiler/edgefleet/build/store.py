@@ -34,7 +34,7 @@ from typing import BinaryIO, Mapping, Protocol
 from urllib.parse import urlparse
 
 from edgefleet.build.record import BuildRecord, parse_record, record_bytes
-from edgefleet.fsutil import fsync_dir, write_durable
+from edgefleet.core.fsutil import fsync_dir, write_durable
 
 RECORD = "record.json"
 PROVENANCE = "provenance.intoto.json"

@@ -15,7 +15,7 @@ import os
 import sys
 
 from edgefleet import __version__
-from edgefleet.diagnostics import DiagnosticError
+from edgefleet.core.diagnostics import DiagnosticError
 
 COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema"]
 

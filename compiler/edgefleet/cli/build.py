@@ -56,10 +56,10 @@ def _select(needs, only: list[str]):
 def run(args) -> int:
     from edgefleet.build.orchestrate import github_env, plan_builds, run_builds
     from edgefleet.build.store import StoreError, open_store
-    from edgefleet.checks import validate_repository
+    from edgefleet.pipeline.validate import validate_repository
     from edgefleet.cli import UsageError
-    from edgefleet.diagnostics import Severity, has_errors, sorted_diagnostics
-    from edgefleet.needs import needed_builds
+    from edgefleet.core.diagnostics import Severity, has_errors, sorted_diagnostics
+    from edgefleet.rules.needs import needed_builds
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")

@@ -70,11 +70,11 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from edgefleet.build.index import built_artifacts
-    from edgefleet.checks import validate_repository
+    from edgefleet.pipeline.validate import validate_repository
     from edgefleet.desired.compile import prepare
     from edgefleet.desired.gitio import check_branch_name, commit_date, commit_tree, head_commit
     from edgefleet.desired.release import read_previous_releases
-    from edgefleet.diagnostics import DiagnosticError, has_errors
+    from edgefleet.core.diagnostics import DiagnosticError, has_errors
     from edgefleet.signing.keys import load_keys
     from edgefleet.signing.publish import TargetFile, publish
 
@@ -156,9 +156,9 @@ def _store(repo, override: str | None):
 
 
 def _private_keys_inside(repo):
-    from edgefleet.diagnostics import error
+    from edgefleet.core.diagnostics import error
     from edgefleet.signing.keys import find_private_keys
-    from edgefleet.source import Location
+    from edgefleet.core.source import Location
 
     out = []
     for path in find_private_keys(repo.root):

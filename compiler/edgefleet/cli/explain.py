@@ -37,8 +37,8 @@ def _unknown(what: str, name: str, known):
 
 def run(args) -> int:
     from edgefleet.cli import UsageError
-    from edgefleet.diagnostics import DiagnosticError, has_errors
-    from edgefleet.repo import read_repository
+    from edgefleet.core.diagnostics import DiagnosticError, has_errors
+    from edgefleet.load.repo import read_repository
 
     model, sep, version = args.target.partition("@")
     if not sep or not model or not version:

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from edgefleet.diagnostics import Diagnostic, has_errors
-from edgefleet.render import render_github, render_json, render_text, summary
+from edgefleet.core.diagnostics import Diagnostic, has_errors
+from edgefleet.cli.render import render_github, render_json, render_text, summary
 
 
 def example_fleet() -> Path:

@@ -36,7 +36,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from edgefleet.desired.gitio import extract_revision
     from edgefleet.desired.plan import diff_fleets, render_json, render_markdown, render_text
-    from edgefleet.repo import display_root_for
+    from edgefleet.load.repo import display_root_for
 
     root = resolve_repo(args.repo)
     notes: list[str] = []
@@ -69,7 +69,7 @@ def _diag_format(fmt: str) -> str:
 
 
 def _shown(root: Path) -> str:
-    from edgefleet.repo import display_root_for
+    from edgefleet.load.repo import display_root_for
 
     return display_root_for(root)
 
@@ -78,7 +78,7 @@ def _plan_store(root: Path, override: str | None, notes: list[str]):
     """The work tree's artifact store if it is local (plan never needs credentials)."""
     from edgefleet.build.store import LocalStore, open_store
     from edgefleet.cli import UsageError
-    from edgefleet.repo import read_repository
+    from edgefleet.load.repo import read_repository
 
     if override:
         if "://" in override:
@@ -98,10 +98,10 @@ def _plan_store(root: Path, override: str | None, notes: list[str]):
 
 def _compile_side(root: Path, display: str, store, notes: list[str]):
     """{device id: CompiledDevice} of one revision, or (None, diagnostics)."""
-    from edgefleet.checks import check_fleet
+    from edgefleet.pipeline.validate import check_fleet
     from edgefleet.desired.compile import compile_all
-    from edgefleet.diagnostics import has_errors, sorted_diagnostics
-    from edgefleet.repo import fleet_files, load_fleet
+    from edgefleet.core.diagnostics import has_errors, sorted_diagnostics
+    from edgefleet.load.repo import fleet_files, load_fleet
 
     files = {rel: (root / rel).read_bytes() for rel in fleet_files(root)}
     repo, diags = load_fleet(files, root, display)
@@ -120,8 +120,8 @@ def preview_artifacts(repo, store, notes: list[str]):
     from edgefleet.build.key import FileDigests, key_inputs, key_of, toolchain_for
     from edgefleet.build.resolve import resolve_need
     from edgefleet.desired.compile import UnbuiltArtifact
-    from edgefleet.diagnostics import has_errors
-    from edgefleet.needs import needed_builds
+    from edgefleet.core.diagnostics import has_errors
+    from edgefleet.rules.needs import needed_builds
 
     digests = FileDigests(repo.root)
     artifacts, diags = {}, []

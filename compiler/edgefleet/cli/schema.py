@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from edgefleet.schema import schema_files
+    from edgefleet.pipeline.schema import schema_files
 
     out = Path(args.out) if args.out else example_fleet().parent / "schemas"
     stale = []

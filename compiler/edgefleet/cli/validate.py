@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from edgefleet.checks import validate_repository
+    from edgefleet.pipeline.validate import validate_repository
 
     root = resolve_repo(args.repo)
     repo, diags = validate_repository(root)

@@ -30,10 +30,10 @@ from edgefleet.desired.runtime_config import RuntimeConfigError, render_runtime_
 from edgefleet.desired.state import (FORMAT, ArtifactFile, ArtifactRef, ArtifactStoreRef, HealthProbe, ModelRef,
                                      RolloutRef, RuntimeRef)
 from edgefleet.desired.waves import RolloutWaves
-from edgefleet.diagnostics import Diagnostic, DiagnosticError, error, has_errors
-from edgefleet.needs import BuildNeed, needed_builds
-from edgefleet.repo import FleetRepo
-from edgefleet.selectors import matches
+from edgefleet.core.diagnostics import Diagnostic, DiagnosticError, error, has_errors
+from edgefleet.rules.needs import BuildNeed, needed_builds
+from edgefleet.load.repo import FleetRepo
+from edgefleet.rules.selectors import matches
 from edgefleet.signing import (CUSTOM_DEVICE_ID, CUSTOM_HARDWARE_CLASS, CUSTOM_RELEASE_COUNTER,
                                device_target_path)
 from edgefleet.spec import Device

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import git
 
-from edgefleet.diagnostics import DiagnosticError, error
-from edgefleet.source import Location
+from edgefleet.core.diagnostics import DiagnosticError, error
+from edgefleet.core.source import Location
 
 # Commits of the desired-state tree are made by the compiler, not by a person: a fixed
 # identity and the date passed in make the same inputs give the same commit id.

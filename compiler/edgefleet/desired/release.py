@@ -21,9 +21,9 @@ from pathlib import Path
 
 from tuf.api.metadata import Metadata
 
-from edgefleet.diagnostics import DiagnosticError, error
+from edgefleet.core.diagnostics import DiagnosticError, error
 from edgefleet.signing import CUSTOM_RELEASE_COUNTER, device_target_path
-from edgefleet.source import Location
+from edgefleet.core.source import Location
 
 
 @dataclass

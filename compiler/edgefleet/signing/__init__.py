@@ -22,8 +22,8 @@ E55x/E56x verifying (see the README section).
 
 from __future__ import annotations
 
-from edgefleet.diagnostics import DiagnosticError, error
-from edgefleet.source import Location
+from edgefleet.core.diagnostics import DiagnosticError, error
+from edgefleet.core.source import Location
 
 ROLES = ("root", "targets", "snapshot", "timestamp", "bins")
 TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")

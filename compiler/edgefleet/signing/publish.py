@@ -59,7 +59,7 @@ from tuf.api.metadata import TargetFile as TufTargetFile
 from tuf.api.serialization import SignedSerializer
 from tuf.api.serialization.json import CanonicalJSONSerializer, JSONSerializer
 
-from edgefleet.diagnostics import DiagnosticError, error
+from edgefleet.core.diagnostics import DiagnosticError, error
 from edgefleet.signing import (
     BINS_PREFIX,
     CUSTOM_DEVICE_ID,
@@ -71,10 +71,10 @@ from edgefleet.signing import (
     device_target_path,
 )
 from edgefleet.signing.keys import RoleKeys
-from edgefleet.source import Location
+from edgefleet.core.source import Location
 from edgefleet.spec.common import duration_seconds
 from edgefleet.spec.fleet import ExpiryWindows
-from edgefleet.fsutil import write_durable
+from edgefleet.core.fsutil import write_durable
 
 TARGETS_PER_BIN = 256
 MAX_BIT_LENGTH = 14  # 16384 bins, the fleet.yaml limit

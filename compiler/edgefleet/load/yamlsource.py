@@ -16,8 +16,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from edgefleet.diagnostics import Diagnostic, error
-from edgefleet.source import Location, PathKey, SourceMap
+from edgefleet.core.diagnostics import Diagnostic, error
+from edgefleet.core.source import Location, PathKey, SourceMap
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # Extra nodes that aliases may add on top of the nodes written in the file. Honest

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgefleet.crossref import check_references
-from edgefleet.diagnostics import Diagnostic, sorted_diagnostics
-from edgefleet.repo import FleetRepo, read_repository
+from edgefleet.rules.crossref import check_references
+from edgefleet.core.diagnostics import Diagnostic, sorted_diagnostics
+from edgefleet.load.repo import FleetRepo, read_repository
 
 
 def check_fleet(repo: FleetRepo) -> list[Diagnostic]:

@@ -9,8 +9,8 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from edgefleet.diagnostics import Diagnostic, error
-from edgefleet.source import Source
+from edgefleet.core.diagnostics import Diagnostic, error
+from edgefleet.core.source import Source
 
 
 def validate_document(cls: type[BaseModel], data: Any, source: Source, schema_hint: str):

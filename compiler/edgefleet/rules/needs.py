@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgefleet.repo import FleetRepo
-from edgefleet.selectors import matches
+from edgefleet.load.repo import FleetRepo
+from edgefleet.rules.selectors import matches
 
 
 @dataclass(frozen=True, order=True, slots=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Iterable
 
-from edgefleet.diagnostics import Diagnostic, error, warning
-from edgefleet.repo import FleetRepo
-from edgefleet.selectors import matches
+from edgefleet.core.diagnostics import Diagnostic, error, warning
+from edgefleet.load.repo import FleetRepo
+from edgefleet.rules.selectors import matches
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Mapping, TypeVar
 
-from edgefleet.diagnostics import Diagnostic, error
-from edgefleet.inventory_csv import iter_csv_rows
-from edgefleet.source import Location, Source
+from edgefleet.core.diagnostics import Diagnostic, error
+from edgefleet.load.inventory_csv import iter_csv_rows
+from edgefleet.core.source import Location, Source
 from edgefleet.spec import FOLDER_KINDS, KINDS, Device, DeviceList, Fleet, HardwareClass, Model, Rollout
-from edgefleet.validation import validate_document
-from edgefleet.yamlsource import check_text, parse_yaml
+from edgefleet.load.validation import validate_document
+from edgefleet.load.yamlsource import check_text, parse_yaml
 
 T = TypeVar("T")
 YAML_SUFFIXES = (".yaml", ".yml")

@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from edgefleet.source import Location
+from edgefleet.core.source import Location
 
 
 class Severity(str, enum.Enum):

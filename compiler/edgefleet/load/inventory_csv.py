@@ -10,8 +10,8 @@ import csv
 import io
 from typing import Iterator
 
-from edgefleet.diagnostics import Diagnostic, error
-from edgefleet.source import Location, RowSource
+from edgefleet.core.diagnostics import Diagnostic, error
+from edgefleet.core.source import Location, RowSource
 from edgefleet.spec.device import CSV_COLUMNS
 
 

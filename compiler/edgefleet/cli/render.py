@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, TextIO
 
-from edgefleet.diagnostics import Diagnostic, Severity
+from edgefleet.core.diagnostics import Diagnostic, Severity
 
 
 def render_text(diags: Iterable[Diagnostic], out: TextIO) -> None:

@@ -1,0 +1,1 @@
+"""Shared foundations: diagnostics, source positions, durable file writes."""
