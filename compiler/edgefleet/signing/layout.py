@@ -1,0 +1,76 @@
+"""Where each file of a published desired-state tree lives: the one definition of the layout.
+
+A device polls the tree through git (partial clone + sparse checkout) or plain HTTP GETs
+from a static mirror, so no directory of the tree may list more than about a thousand
+entries: at a million devices a flat `targets/devices/` would be one git tree object of
+~100 MB that every poll downloads. Two rules keep every directory small:
+
+- a device's TUF target path carries a shard of three hex digits of sha256(device id):
+  `devices/<sss>/<id>.json` (4,096 shards: ~245 devices each at a million, and at most
+  two versions of each file are kept, so under ~500 entries per folder);
+- delegated hash-bin metadata, which TUF names `<V>.bins-<hex>.json` and requests by that
+  name from the metadata base URL, is stored under `metadata/bins/<first two hex>/`.
+  Top-level roles (`<N>.root.json`, `timestamp.json`, `<V>.snapshot.json`,
+  `<V>.targets.json`) stay in `metadata/`.
+
+TUF itself sees only target paths and metadata names; the fetchers (local tree, HTTP
+mirror) map a requested name onto a tree-relative file with `metadata_file` and
+`target_file`. Pure: strings in, strings out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+BINS_PREFIX = "bins"
+TARGET_SHARD_HEX = 3          # 16**3 = 4,096 target shards
+BIN_SHARD_HEX = 2             # metadata/bins/<2 hex>/
+
+_BIN_NAME = re.compile(r"^(?:(\d+)\.)?" + BINS_PREFIX + r"-([0-9a-f]+)\.json$")
+
+
+def target_shard(device_id: str) -> str:
+    return hashlib.sha256(device_id.encode()).hexdigest()[:TARGET_SHARD_HEX]
+
+
+def device_target_path(device_id: str) -> str:
+    """The TUF target path of a device's desired state."""
+    return f"devices/{target_shard(device_id)}/{device_id}.json"
+
+
+def metadata_file(name: str) -> str:
+    """Tree-relative file of metadata TUF requests as `name` (e.g. `7.bins-0a3.json`)."""
+    match = _BIN_NAME.match(name)
+    if match:
+        return f"metadata/{BINS_PREFIX}/{match.group(2)[:BIN_SHARD_HEX]}/{name}"
+    return f"metadata/{name}"
+
+
+def target_file(target_path: str, digest: str | None = None) -> str:
+    """Tree-relative file of a target; with consistent snapshots its name is `<sha256>.<base>`."""
+    dirname, _, base = target_path.rpartition("/")
+    name = f"{digest}.{base}" if digest else base
+    return f"targets/{dirname}/{name}" if dirname else f"targets/{name}"
+
+
+def bin_for_target(target_path: str, bit_length: int) -> str:
+    """The hash-bin role that lists `target_path` (python-tuf's SuccinctRoles rule)."""
+    number = int.from_bytes(hashlib.sha256(target_path.encode()).digest()[:4], "big") >> (32 - bit_length)
+    width = len(f"{(1 << bit_length) - 1:x}")
+    return f"{BINS_PREFIX}-{number:0{width}x}"
+
+
+def device_sparse_dirs(device_id: str, bit_length: int | None) -> list[str]:
+    """Directories a device checks out of the tree (git sparse checkout, cone mode).
+
+    Cone mode also takes the files directly inside every parent of a listed directory, so
+    listing the device's bin shard brings the top-level metadata (`metadata/*.json`) too.
+    Before the device knows the bin count (`bit_length`, from `targets.json`'s succinct
+    delegation) it lists only the bins folder's parent level.
+    """
+    target_dir = f"targets/devices/{target_shard(device_id)}"
+    if bit_length is None:
+        return [f"metadata/{BINS_PREFIX}/-", target_dir]  # "-" names no shard: parents only
+    shard = bin_for_target(device_target_path(device_id), bit_length).split("-", 1)[1][:BIN_SHARD_HEX]
+    return [f"metadata/{BINS_PREFIX}/{shard}", target_dir]
