@@ -317,7 +317,8 @@ def _class_recipe_precision(fleet: Path, models: dict) -> None:
 
 
 def _trt_recipe_not_symmetric(fleet: Path, models: dict) -> None:
-    edit(fleet / "hardware/jetson-vision-standard.yaml", "      symmetric: true\n", "")
+    # Unset is TensorRT's default, symmetric (the build makes zero-point-0 QDQ for it); only false is wrong.
+    edit(fleet / "hardware/jetson-vision-standard.yaml", "      symmetric: true\n", "      symmetric: false\n")
 
 
 def _trt_asymmetric_qdq(fleet: Path, models: dict) -> None:
@@ -383,7 +384,7 @@ CASES = {
         "hardware/intel-lowpower-detector.yaml", "precisions:",
         r"recipe 'ov-fp16' of hardware class 'intel-lowpower-detector' builds fp32"),
     "E308-tensorrt-int8-recipe-not-symmetric": Case(
-        _trt_recipe_not_symmetric, "E308", "hardware/jetson-vision-standard.yaml", "- name: trt-int8-qdq",
+        _trt_recipe_not_symmetric, "E308", "hardware/jetson-vision-standard.yaml", "symmetric: false",
         "hardware/jetson-vision-standard.yaml", "name: tensorrt", r"TensorRT INT8 needs symmetric QDQ"),
     "E308-asymmetric-qdq-model-on-tensorrt": Case(
         _trt_asymmetric_qdq, "E308", "models/meter-int8.yaml", "source: models/meter-int8/qdq.onnx",
