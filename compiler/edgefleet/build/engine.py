@@ -44,7 +44,7 @@ from edgefleet.spec.hardware import RuntimeSpec
 from edgefleet.spec.model import AccuracyBudget
 
 __all__ = ["Attempt", "BuildError", "BuildOutcome", "BuildRequest", "GateResult", "ProbeSpec",
-           "build_artifact", "check_recipe", "toolchain_versions"]
+           "build_artifact", "check_recipe", "check_request", "toolchain_versions"]
 
 # Bumped whenever this engine changes how bytes are made: part of every content key.
 ENGINE_FORMAT = "1"
@@ -193,11 +193,17 @@ def _check_request(request: BuildRequest, source: onnx.ModelProto, info: InputIn
 # -- building --------------------------------------------------------------------------
 
 
-def build_artifact(request: BuildRequest, workdir: Path) -> BuildOutcome:
+def check_request(request: BuildRequest) -> tuple[onnx.ModelProto, InputInfo]:
+    """Everything `build_artifact` refuses before it optimizes anything (BuildError), nothing built."""
     shown = request.source_shown or request.source_path.name
     source = load_source(request.source_path, shown)
     info = input_info(source, shown)
     _check_request(request, source, info)
+    return source, info
+
+
+def build_artifact(request: BuildRequest, workdir: Path) -> BuildOutcome:
+    source, info = check_request(request)
     if request.runtime.name == "openvino":
         from edgefleet.build.optimize_openvino import import_nncf, import_openvino
 
