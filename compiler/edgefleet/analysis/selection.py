@@ -25,6 +25,7 @@ from edgefleet.analysis.runtime_support import (KernelIndex, OpenVinoProbe, Runt
                                                 installed_onnxruntime_kernels, onnxruntime_support,
                                                 openvino_support, probe_openvino, tensorrt_support)
 from edgefleet.load.repo import FleetRepo
+from edgefleet.rules.digests import digest_mismatch
 from edgefleet.spec import HardwareClass, Variant
 
 
@@ -79,7 +80,7 @@ def gather_evidence(analyzer: Analyzer, variant: Variant, index: int, hw: Hardwa
     analysis = analyzer.analyse(variant.source)
     if analysis.sha256 is None:
         return VariantEvidence(variant, index, None, read_error=analysis.error)
-    if analysis.sha256 != variant.sha256 or analysis.facts is None:
+    if digest_mismatch(variant.source, analysis.sha256, variant.sha256) or analysis.facts is None:
         return VariantEvidence(variant, index, analysis.sha256, read_error=analysis.error)
     binding = bind_inputs(analysis.facts, hw)
     activations = analyzer.activations(analysis, binding.shapes)
