@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import EXAMPLE_FLEET
@@ -67,16 +67,22 @@ def recipes(draw) -> dict:
         "exclude_op_types": st.lists(st.sampled_from(["Conv", "Gemm", "Relu"]), max_size=2, unique=True),
     }
     for field, strategy in optional.items():
-        if draw(st.booleans()):
+        if draw(sometimes):  # most fields left out, so a draw is often one mistake from valid
             recipe[field] = draw(strategy)
     return recipe
+
+
+sometimes = st.sampled_from([False, False, True])
+usually = st.sampled_from([True, True, True, False])
 
 
 @st.composite
 def cases(draw) -> dict:
     runtime = draw(st.sampled_from(["onnxruntime", "openvino", "tensorrt"]))
-    precisions = draw(st.lists(st.sampled_from(["fp32", "fp16", "int8"]), min_size=1, max_size=3, unique=True))
     chain = draw(st.lists(recipes(), max_size=3, unique_by=lambda r: r["name"]))
+    precisions = draw(st.lists(st.sampled_from(["fp32", "fp16", "int8"]), min_size=1, max_size=3, unique=True))
+    if draw(usually):  # a class that runs what its recipes build
+        precisions = sorted(set(precisions) | {r["precision"] for r in chain})
     return {
         "runtime": runtime,
         "precisions": precisions,
@@ -84,9 +90,9 @@ def cases(draw) -> dict:
         "requires_gate": draw(st.booleans()),
         "chain": chain,
         "place": draw(st.sampled_from(["class", "model", "version"])),
-        "calibration": draw(st.booleans()),
-        "evaluation": draw(st.booleans()),
-        "accuracy": draw(st.sampled_from([None, "top1_agreement", "top1_accuracy", "cosine"])),
+        "calibration": draw(usually),
+        "evaluation": draw(usually),
+        "accuracy": draw(st.sampled_from([None, "top1_agreement", "top1_agreement", "top1_accuracy", "cosine"])),
     }
 
 
@@ -174,7 +180,49 @@ def build_verdict(root: Path, store: Path) -> tuple[bool, list[str]]:
     return True, []
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+def _case(runtime="onnxruntime", precisions=("fp32", "fp16", "int8"), place="class", calibration=True,
+          evaluation=True, accuracy="top1_agreement", requires_gate=True, **recipe) -> dict:
+    """One hand-written case: a chain of one recipe (none if `recipe` is empty)."""
+    chain = [{"name": "r-a", "precision": "int8", **recipe}] if recipe else []
+    return {"runtime": runtime, "precisions": list(precisions), "cpu_arch": "x86_64", "requires_gate": requires_gate,
+            "chain": chain, "place": place, "calibration": calibration, "evaluation": evaluation,
+            "accuracy": accuracy}
+
+
+# Every rule's edge, always tried (the random draws explore the combinations around them).
+EDGES = [
+    _case("tensorrt", quantization="static"),  # symmetric unset: TensorRT's default, valid
+    _case("tensorrt", symmetric=False),
+    _case("tensorrt", symmetric=True, reduce_range=True),
+    _case("tensorrt", quantization="dynamic"),
+    _case("tensorrt", precision="fp16", graph_optimization="extended"),
+    _case("openvino", quantization="dynamic"),
+    _case("openvino", calibration="entropy"),
+    _case("openvino", calibration="percentile", percentile=99.9, symmetric=False),  # valid
+    _case("onnxruntime", precision="fp16", quantization="static"),
+    _case("onnxruntime", precision="fp16", precisions=("fp32", "int8")),
+    _case("onnxruntime", quantization="dynamic", calibration=False, reduce_range=True),  # valid: no data needed
+    _case("onnxruntime", calibration=False, quantization="static"),
+    _case("onnxruntime", precisions=("int8",), calibration=False),  # the default chain is static int8
+    _case("onnxruntime", place="model", exclude_nodes=["no-such-node"]),
+    _case("onnxruntime", place="version", exclude_nodes=["fc"], exclude_op_types=["Gemm"]),  # valid
+    _case("openvino", place="class", precision="fp32", exclude_nodes=["conv9"]),
+    _case(evaluation=False),
+    _case(accuracy=None),
+    _case(requires_gate=False, accuracy=None, evaluation=False),  # ungated: valid
+    _case(requires_gate=False, evaluation=False),  # a declared budget still needs data
+    _case(accuracy="top1_accuracy"),  # the example's evaluation data has labels
+]
+
+
+def with_edges(test):
+    for case in reversed(EDGES):
+        test = example(case=case)(test)
+    return test
+
+
+@with_edges
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(case=cases())
 def test_validation_accepts_exactly_what_the_build_accepts(base, tmp_path, case):
