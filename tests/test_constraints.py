@@ -237,8 +237,8 @@ def test_too_big_for_a_class_fails_with_both_locations_and_fixing_the_yaml_passe
     assert re.search(r"meter-digits\.yaml:\d+:\d+: error\[E303\]: meter-digits@1\.1\.0 variant 'full' does not fit "
                      r"hardware class 'intel-lowpower-detector': the estimated int8 artifact is 0\.524 MB", res.err)
     hw_line = line_of(hw_yaml, "max_artifact_mb:")
-    assert f"--> {hw_yaml.parent.parent.name}/hardware/intel-lowpower-detector.yaml:{hw_line}:" in res.err \
-        or f"intel-lowpower-detector.yaml:{hw_line}:" in res.err
+    # The related place is its own `-->` line (the second test alone was implied by the first).
+    assert re.search(rf"--> \S*hardware/intel-lowpower-detector\.yaml:{hw_line}:\d+: ", res.err), res.err
     assert "max_artifact_mb of hardware class 'intel-lowpower-detector'" in res.err
 
     edit(hw_yaml, "max_artifact_mb: 0.5", "max_artifact_mb: 1")
@@ -317,7 +317,8 @@ def _class_recipe_precision(fleet: Path, models: dict) -> None:
 
 
 def _trt_recipe_not_symmetric(fleet: Path, models: dict) -> None:
-    edit(fleet / "hardware/jetson-vision-standard.yaml", "      symmetric: true\n", "")
+    # Unset is TensorRT's default, symmetric (the build makes zero-point-0 QDQ for it); only false is wrong.
+    edit(fleet / "hardware/jetson-vision-standard.yaml", "      symmetric: true\n", "      symmetric: false\n")
 
 
 def _trt_asymmetric_qdq(fleet: Path, models: dict) -> None:
@@ -383,7 +384,7 @@ CASES = {
         "hardware/intel-lowpower-detector.yaml", "precisions:",
         r"recipe 'ov-fp16' of hardware class 'intel-lowpower-detector' builds fp32"),
     "E308-tensorrt-int8-recipe-not-symmetric": Case(
-        _trt_recipe_not_symmetric, "E308", "hardware/jetson-vision-standard.yaml", "- name: trt-int8-qdq",
+        _trt_recipe_not_symmetric, "E308", "hardware/jetson-vision-standard.yaml", "symmetric: false",
         "hardware/jetson-vision-standard.yaml", "name: tensorrt", r"TensorRT INT8 needs symmetric QDQ"),
     "E308-asymmetric-qdq-model-on-tensorrt": Case(
         _trt_asymmetric_qdq, "E308", "models/meter-int8.yaml", "source: models/meter-int8/qdq.onnx",
@@ -506,3 +507,68 @@ def test_a_tensorrt_release_newer_than_the_table_is_a_note_not_an_error(fleet_co
     assert n.location.path.endswith("jetson-vision-standard.yaml")
     assert n.location.line == line_of(fleet_copy / "hardware/jetson-vision-standard.yaml", 'version: "11.0"')
     assert "TensorRT 11.0 is not in edgefleet's TensorRT table" in n.message
+
+
+# ------------------------------------------------------------------ hardware class consistency (E220-E222)
+
+
+HW_CONSISTENCY = {
+    # (class file, {field: new value}, code, field the error stands at, related field)
+    "budget-over-ram": ("medical-cart-cpu.yaml", {"model_ram_budget_mb": "32768"}, "E220",
+                        "model_ram_budget_mb:", "ram_mb:"),
+    "ram-below-budget": ("intel-lowpower-detector.yaml", {"ram_mb": "128"}, "E220",
+                         "model_ram_budget_mb:", "ram_mb:"),
+    "two-slots-over-storage": ("jetson-vision-standard.yaml", {"max_artifact_mb": "5000"}, "E221",
+                               "max_artifact_mb:", "storage_mb:"),
+    "storage-holds-one-slot-only": ("intel-lowpower-detector.yaml", {"max_artifact_mb": "300"},
+                                    "E221", "max_artifact_mb:", "storage_mb:"),
+    "tensorrt-leaves-no-room": ("jetson-vision-standard.yaml", {"ram_mb": "2560"}, "E222",
+                                "model_ram_budget_mb:", "ram_mb:"),
+    "openvino-budget-equals-ram": ("intel-lowpower-detector.yaml", {"model_ram_budget_mb": "8192"}, "E222",
+                                   "model_ram_budget_mb:", "ram_mb:"),
+}
+
+
+def _set_field(path: Path, field: str, value: str) -> None:
+    text = path.read_text()
+    new, count = re.subn(rf"^(  {field}: )\S+", rf"\g<1>{value}", text, count=1, flags=re.M)
+    assert count == 1, f"{field} not in {path}"
+    path.write_text(new)
+
+
+@pytest.mark.parametrize("case_id", sorted(HW_CONSISTENCY))
+def test_an_inconsistent_hardware_class_names_both_fields(fleet_copy, case_id):
+    name, changes, code, at, related = HW_CONSISTENCY[case_id]
+    path = fleet_copy / "hardware" / name
+    for field, value in changes.items():
+        _set_field(path, field, value)
+    _, diags = validate_repository(fleet_copy)
+    found = [d for d in errors(diags, code) if d.location.path.endswith(f"hardware/{name}")]
+    assert len(found) == 1, [f"{d.location}: {d.code} {d.message}" for d in diags if d.is_error]
+    (d,) = found
+    assert d.location.line == line_of(path, at)
+    assert [r.line for r, _ in d.related][0] == line_of(path, related)
+    assert all(r.path.endswith(f"hardware/{name}") for r, _ in d.related)
+    assert f"'{name.removesuffix('.yaml')}'" in d.message and d.hint
+    # Each inconsistency has its own code: no other E22x for this class.
+    assert {x.code for x in diags if x.code.startswith("E22") and x.location.path.endswith(name)} == {code}
+
+
+def test_runtime_resident_memory_counts_against_ram(fleet_copy):
+    from edgefleet.rules.hardware import RUNTIME_RESIDENT_MB, runtime_resident_mb
+
+    path = fleet_copy / "hardware/jetson-vision-standard.yaml"
+    room = 16384 - runtime_resident_mb("tensorrt")
+    _set_field(path, "model_ram_budget_mb", str(room))  # exactly fits: no error
+    assert not errors(validate_repository(fleet_copy)[1], "E222")
+    _set_field(path, "model_ram_budget_mb", str(room + 1))
+    (d,) = errors(validate_repository(fleet_copy)[1], "E222")
+    assert f"model_ram_budget_mb at most {room}" in d.hint and "tensorrt" in d.message
+    assert d.related[1][0].line == line_of(path, "name: tensorrt")
+    assert set(RUNTIME_RESIDENT_MB) == {"onnxruntime", "openvino", "tensorrt"}  # every Runtime has a figure
+    assert all(f.mb > 0 and f.source for f in RUNTIME_RESIDENT_MB.values())
+
+
+def test_the_example_fleet_is_consistent():
+    _, diags = validate_repository(EXAMPLE_FLEET)
+    assert not [d for d in diags if d.code in ("E220", "E221", "E222")]

@@ -109,7 +109,8 @@ def test_explain_reports_a_broken_repository_instead_of_guessing(fleet_copy, run
 
 def test_explain_does_not_write_outside_the_cache(fleet_copy, run_cli):
     before = sorted(p.relative_to(fleet_copy) for p in fleet_copy.rglob("*") if ".edgefleet" not in p.parts)
-    run_cli("explain", "meter-digits@1.1.0", fleet_copy, "--class", "medical-cart-cpu")
+    res = run_cli("explain", "meter-digits@1.1.0", fleet_copy, "--class", "medical-cart-cpu")
+    assert res.code == 0 and "selected:" in res.out, res.err  # it did run, and wrote nothing else
     after = sorted(p.relative_to(fleet_copy) for p in fleet_copy.rglob("*") if ".edgefleet" not in p.parts)
     assert before == after
     assert list((fleet_copy / ".edgefleet/cache/analysis").glob("*.json"))

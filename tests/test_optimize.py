@@ -417,6 +417,7 @@ def test_build_engine_drives_tensorrt_strongly_typed(monkeypatch):
     fake = FakeTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     assert optimize_tensorrt.build_engine(b"graph", _spec()) == b"ENGINE"
+    assert ("parse", b"graph") in fake.calls  # the engine is built from the ONNX it was given
     assert ("network", 1 << 5) in fake.calls  # strongly typed: precision from the graph
     assert ("workspace", 512 << 20) in fake.calls
     assert ("profile", ("image", (1, 1, 8, 8), (1, 1, 8, 8), (1, 1, 8, 8))) in fake.calls

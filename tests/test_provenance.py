@@ -47,8 +47,13 @@ def test_statement_is_valid_for_sigstore_and_slsa_models():
     from sigstore.dsse._predicate import SLSAPredicateV1_0
 
     raw = statement_bytes(make_record(KEY), GITHUB_ENV)
-    Statement(raw)  # raises on a malformed statement
-    SLSAPredicateV1_0.model_validate(json.loads(raw)["predicate"])
+    statement = Statement(raw)  # raises on a malformed statement
+    # sigstore reads our subject back: the artifact's digest, under its name
+    assert [(x.name, x.digest.root["sha256"]) for x in statement._inner.subjects][0] == (
+        "model.onnx", make_record(KEY).artifact.sha256)
+    predicate = SLSAPredicateV1_0.model_validate(json.loads(raw)["predicate"])
+    assert predicate.build_definition.build_type == BUILD_TYPE
+    assert predicate.run_details.builder.id == GITHUB_ENV["GITHUB_SERVER_URL"] + "/" + GITHUB_ENV["GITHUB_WORKFLOW_REF"]
 
 
 def test_statement_bytes_are_canonical_and_deterministic():

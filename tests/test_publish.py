@@ -316,8 +316,16 @@ def test_metadata_is_json_tuf_can_read_back(tmp_path, keys):
     report = publish(out, targets(5), keys, EXPIRY, T0)
     paths = sorted((out / "metadata").rglob("*.json"))
     assert len(paths) == 4 + report.bins  # root, timestamp, snapshot, targets and every bin
+    docs = {}
     for path in paths:
         doc = json.loads(path.read_bytes())
         assert set(doc) == {"signed", "signatures"}
-        Metadata.from_bytes(path.read_bytes())
-    assert device_ids(1) == ["dev-00000"]
+        docs[path.name] = Metadata.from_bytes(path.read_bytes())
+    # Each file is the role its name says, signed as its delegator requires; the bins list every device.
+    root, top, listed = docs["1.root.json"], docs["1.targets.json"], set()
+    for name, md in docs.items():
+        role = name.split(".")[-2]
+        assert md.signed.type == ("targets" if role.startswith("bins") else role), name
+        (root if role in ("root", "timestamp", "snapshot", "targets") else top).verify_delegate(role, md)
+        listed |= set(md.signed.targets) if role.startswith("bins") else set()
+    assert listed == {device_target_path(d) for d in device_ids(5)}

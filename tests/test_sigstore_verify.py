@@ -40,7 +40,9 @@ def test_github_bundle_verifies_for_its_workflow_identity():
 
 def test_github_bundle_verifies_against_the_artifact_digest():
     digest = hashlib.sha256(read("bundle_v3_github.whl")).hexdigest()
-    verify_provenance(read("bundle_v3_github.whl.sigstore"), f"sha256:{digest}", PROD, RFC8785_RELEASE, GITHUB)
+    result = verify_provenance(read("bundle_v3_github.whl.sigstore"), f"sha256:{digest}", PROD, RFC8785_RELEASE,
+                               GITHUB)
+    assert result.kind == "message_signature" and result.identity == RFC8785_RELEASE
 
 
 def test_one_changed_byte_is_rejected():

@@ -223,7 +223,8 @@ def test_directory_without_fleet_yaml(run_cli, tmp_path):
 def test_validate_writes_nothing(fleet_copy, run_cli, tmp_path):
     waves_decrease(fleet_copy)
     before = sorted(p.relative_to(fleet_copy) for p in fleet_copy.rglob("*") if ".edgefleet" not in p.parts)
-    run_cli("validate", fleet_copy)
+    res = run_cli("validate", fleet_copy)
+    assert res.code == 1 and "error[E208]" in res.err  # it did run, and wrote nothing
     after = sorted(p.relative_to(fleet_copy) for p in fleet_copy.rglob("*") if ".edgefleet" not in p.parts)
     assert before == after
 

@@ -4,7 +4,8 @@ For each (model, version, hardware class) that `needs.needed_builds` says device
 will run, the variants are measured and one is chosen (`selection.choose_variant`);
 integrity problems (E301, E302) are always errors, and when no variant fits, every
 variant's failing constraint is reported at the model YAML with the class field it
-breaks. Recipe precisions are checked per class and per model override (E308).
+breaks. Every recipe is checked with the build's own rule (`rules.recipes`, E308), every
+class for consistency of its own figures (`rules.hardware`, E220-E222).
 
 With `with_notes=True`, one note per class also says where OpenVINO's device was
 checked on a proxy (N301) or where operators could not be checked at all (N302).
@@ -18,17 +19,20 @@ decides is in `constraints`, which is pure.
 from __future__ import annotations
 
 from edgefleet.analysis.cache import Analyzer
-from edgefleet.analysis.constraints import choice_diagnostics, gate_diagnostics, recipe_diagnostics
-from edgefleet.analysis.selection import analyzer_for, choose_variant
+from edgefleet.analysis.constraints import ChainUse, choice_diagnostics, gate_diagnostics, recipe_diagnostics
+from edgefleet.analysis.selection import analyzer_for, choose_variant, source_node_names
 from edgefleet.core.diagnostics import Diagnostic, note
 from edgefleet.rules.needs import needed_builds
 from edgefleet.load.repo import FleetRepo
+from edgefleet.rules.hardware import class_consistency
 
 
 def check_constraints(repo: FleetRepo, analyzer: Analyzer | None = None, with_notes: bool = False) -> list[Diagnostic]:
     analyzer = analyzer or analyzer_for(repo)
     out: list[Diagnostic] = []
-    chains = []
+    for cls in sorted(repo.hardware):
+        out += class_consistency(repo.hardware[cls])
+    chains: list[ChainUse] = []
     proxied: dict[str, str] = {}
     unchecked: dict[str, str] = {}
     gates: dict[str, dict[str, tuple]] = {}
@@ -43,7 +47,10 @@ def check_constraints(repo: FleetRepo, analyzer: Analyzer | None = None, with_no
         choice = choose_variant(repo, need.model, need.version, need.hardware_class, analyzer)
         hw = repo.hardware[need.hardware_class]
         out += choice_diagnostics(loaded, version_index, hw, list(choice.fits))
-        chains.append((need.model, choice.chain, need.hardware_class))
+        nodes = None
+        if choice.chosen is not None and any(r.exclude_nodes for r in choice.chain.recipes):
+            nodes = source_node_names(analyzer, choice.chosen.variant.source)
+        chains.append(ChainUse(need.model, choice.chain, need.hardware_class, nodes))
         if choice.gate is not None and choice.gate.status == "fail":
             gates.setdefault(need.model, {})[need.hardware_class] = (hw, choice.gate)
         for fit in choice.fits:

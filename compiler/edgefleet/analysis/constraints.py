@@ -29,7 +29,10 @@ from edgefleet.analysis.onnx_facts import PRECISION_BYTES, ActivationEstimate, M
 from edgefleet.analysis.runtime_support import RuntimeSupport, Verdict
 from edgefleet.core.diagnostics import Diagnostic, error, warning
 from edgefleet.load.repo import FleetRepo, Loaded
+from edgefleet.rules.digests import digest_mismatch
+from edgefleet.rules.gates import gate_problems
 from edgefleet.rules.recipe_chain import RecipeChain, resolve_chain
+from edgefleet.rules.recipes import RecipeProblem, recipe_problems
 from edgefleet.spec import HardwareClass, Model, Variant
 
 MB = 1024 * 1024
@@ -210,13 +213,11 @@ def evaluate_variant(ev: VariantEvidence, hw: HardwareClass, chain: RecipeChain)
         return VariantFit(variant, ev.index, (Check(
             "model file", E_MISSING, "fail", variant.source, "must exist",
             f"model file '{variant.source}' does not exist"),))
-    if ev.actual_sha256 != variant.sha256:
+    mismatch = digest_mismatch(variant.source, ev.actual_sha256, variant.sha256)
+    if mismatch is not None:
         return VariantFit(variant, ev.index, (Check(
-            "sha256", E_SHA256, "fail", ev.actual_sha256, f"declared {variant.sha256}",
-            f"'{variant.source}' has sha256 {ev.actual_sha256}, but the model YAML declares {variant.sha256}",
-            model_field=("sha256",),
-            hint=f"if the new file is intended, set sha256: {ev.actual_sha256}; otherwise restore the file "
-                 f"(git checkout -- {variant.source})"),))
+            "sha256", E_SHA256, "fail", ev.actual_sha256, f"declared {variant.sha256}", mismatch.message,
+            model_field=("sha256",), hint=mismatch.hint),))
     facts = ev.facts
     if facts is None:
         return VariantFit(variant, ev.index, (Check(
@@ -344,26 +345,21 @@ def _input_check(facts: ModelFacts, hw: HardwareClass, binding: InputBinding | N
 
 
 def gate_check(model: Model, hw: HardwareClass) -> Check:
-    """The accuracy gate: a class that requires one needs evaluation data and a budget."""
+    """The accuracy gate (`rules.gates`): a class that requires one needs evaluation data and a budget."""
     spec = model.spec
     limit = "requires_accuracy_gate: " + ("true" if hw.spec.requires_accuracy_gate else "false")
     measured = (f"evaluation {spec.data.evaluation or 'none'}; "
                 f"budget {spec.accuracy.metric + ' >= ' + format(spec.accuracy.threshold, 'g') if spec.accuracy else 'none'}")
-    if not hw.spec.requires_accuracy_gate:
+    problems = gate_problems(hw.spec.requires_accuracy_gate, spec.accuracy, spec.data.evaluation is not None)
+    if not problems:
         return Check("accuracy gate", E_GATE, "pass", measured, limit, class_field=("spec", "requires_accuracy_gate"))
-    if spec.data.evaluation is None:
-        return Check("accuracy gate", E_GATE, "fail", measured, limit,
-                     "the model has no evaluation data for the accuracy gate the class requires",
-                     class_field=("spec", "requires_accuracy_gate"),
-                     model_field=("spec", "data") if "data" in spec.model_fields_set else ("spec",),
-                     hint="add data.evaluation (an npz with key 'input', and 'label' for accuracy metrics), or set "
-                          "requires_accuracy_gate: false in the class if it may ship ungated models")
-    if spec.accuracy is None:
-        return Check("accuracy gate", E_GATE, "fail", measured, limit,
-                     "the model has no accuracy budget for the accuracy gate the class requires",
-                     class_field=("spec", "requires_accuracy_gate"), model_field=("spec",),
-                     hint="add accuracy: {metric: top1_agreement, threshold: 0.98} (or another metric) to the model")
-    return Check("accuracy gate", E_GATE, "pass", measured, limit, class_field=("spec", "requires_accuracy_gate"))
+    first = problems[0]
+    if first.missing == "evaluation":
+        model_field: tuple[str | int, ...] = ("spec", "data") if "data" in spec.model_fields_set else ("spec",)
+    else:
+        model_field = ("spec", "accuracy") if spec.accuracy is not None else ("spec",)
+    return Check("accuracy gate", E_GATE, "fail", measured, limit, first.message,
+                 class_field=("spec", "requires_accuracy_gate"), model_field=model_field, hint=first.hint)
 
 
 def choose(fits: list[VariantFit], gate: Check) -> tuple[VariantFit | None, tuple[str, ...]]:
@@ -457,48 +453,71 @@ def _field_label(path: tuple) -> str:
     return ".".join(str(p) for p in path[1:]) or "spec"
 
 
-def recipe_diagnostics(repo: FleetRepo, model_chains: list[tuple[str, RecipeChain, str]]) -> list[Diagnostic]:
-    """E308 for recipes whose precision the class does not execute (and TensorRT INT8 rules).
+@dataclass(frozen=True)
+class ChainUse:
+    """A recipe chain one needed build uses, with what is known of its model."""
 
-    Every class's own recipes are checked; `model_chains` adds the (model name, chain,
-    class name) overrides written in model YAML for the builds that are needed.
+    model: str
+    chain: RecipeChain
+    hardware_class: str
+    nodes: frozenset[str] | None = None  # node names of the chosen variant's ONNX (None: not read)
+
+
+def recipe_diagnostics(repo: FleetRepo, uses: list[ChainUse]) -> list[Diagnostic]:
+    """E308 for every recipe the class cannot build (`rules.recipes`, the build's rule too).
+
+    Every class's own recipes are checked against the class alone; each use adds the
+    model's side: recipes written in model YAML against their class, and every recipe of
+    the chain against the model's data and the chosen variant's node names.
     """
     out: list[Diagnostic] = []
     for cls in sorted(repo.hardware):
         hw = repo.hardware[cls]
-        out += _chain_problems(RecipeChain(tuple(hw.doc.spec.recipes), "class", ("spec", "recipes")),
-                               hw.source, hw, f"hardware class '{cls}'")
-    for model_name, chain, cls in model_chains:
-        if chain.origin in ("version", "model") and cls in repo.hardware and model_name in repo.models:
-            out += _chain_problems(chain, repo.models[model_name].source, repo.hardware[cls],
-                                   f"model '{model_name}'")
+        chain = RecipeChain(tuple(hw.doc.spec.recipes), "class", ("spec", "recipes"))
+        out += _chain_problems(chain, hw.source, hw, f"hardware class '{cls}'", "the class")
+    for use in uses:
+        if use.hardware_class not in repo.hardware or use.model not in repo.models:
+            continue
+        model, hw = repo.models[use.model], repo.hardware[use.hardware_class]
+        own = use.chain.origin in ("version", "model")
+        src = model.source if own else hw.source
+        spec = hw.doc.spec
+        for i, recipe in enumerate(use.chain.recipes):
+            at = (*use.chain.path, i) if use.chain.origin != "default" else use.chain.path
+            problems = recipe_problems(recipe, spec.runtime.name, spec.precisions,
+                                       class_label=f"hardware class '{use.hardware_class}'",
+                                       has_calibration=model.doc.spec.data.calibration is not None, nodes=use.nodes)
+            for p in problems:
+                if own or p.kind in ("calibration", "node"):
+                    out.append(_recipe_error(p, recipe, src, at, hw, f"model '{use.model}'" if own else
+                                             f"hardware class '{use.hardware_class}'", model))
     return out
 
 
-def _chain_problems(chain: RecipeChain, src, hw: Loaded[HardwareClass], owner: str) -> list[Diagnostic]:
+def _chain_problems(chain: RecipeChain, src, hw: Loaded[HardwareClass], owner: str, label: str) -> list[Diagnostic]:
+    spec = hw.doc.spec
     out = []
-    spec, cls = hw.doc.spec, hw.doc.metadata.name
-    related_precisions = [(hw.source.at("spec", "precisions"), f"precisions of hardware class '{cls}'")]
     for i, recipe in enumerate(chain.recipes):
-        at = (*chain.path, i)
-        if recipe.precision not in spec.precisions:
-            out.append(error(
-                E_PRECISION, f"recipe '{recipe.name}' of {owner} builds {recipe.precision}, which hardware class "
-                             f"'{cls}' does not execute (precisions: {', '.join(spec.precisions)})",
-                src.at(*at),
-                f"remove the recipe, change its precision, or add {recipe.precision} to the class's precisions "
-                f"if the device runs it", related=related_precisions))
-        if spec.runtime.name == "tensorrt" and recipe.precision == "int8":
-            if recipe.quantization == "dynamic":
-                out.append(error(
-                    E_PRECISION, f"recipe '{recipe.name}' of {owner} quantizes dynamically, but TensorRT on "
-                                 f"'{cls}' takes INT8 only from static QDQ", src.at(*at, "quantization"),
-                    "set quantization: static", related=[(hw.source.at("spec", "runtime", "name"), "runtime")]))
-            if recipe.symmetric is not True:
-                where = src.key_at(*at, "symmetric") if "symmetric" in recipe.model_fields_set else src.at(*at, "name")
-                out.append(error(
-                    E_PRECISION, f"recipe '{recipe.name}' of {owner} builds INT8 for TensorRT on '{cls}' without "
-                                 f"symmetric: true; TensorRT INT8 needs symmetric QDQ (zero point 0)", where,
-                    "set symmetric: true on the recipe",
-                    related=[(hw.source.at("spec", "runtime", "name"), f"runtime of hardware class '{cls}'")]))
+        for p in recipe_problems(recipe, spec.runtime.name, spec.precisions, class_label=label):
+            out.append(_recipe_error(p, recipe, src, (*chain.path, i), hw, owner, None))
     return out
+
+
+def _recipe_error(p: RecipeProblem, recipe, src, at: tuple, hw: Loaded[HardwareClass], owner: str,
+                  model: Loaded[Model] | None) -> Diagnostic:
+    cls = hw.doc.metadata.name
+    # A wrong value is shown where it is written; a precision, or a missing piece, at the recipe.
+    where = src.key_at(*at, p.field) if p.field and p.field != "precision" and p.field in recipe.model_fields_set \
+        else src.at(*at)
+    related = {
+        "precisions": [(hw.source.at("spec", "precisions"), f"precisions of hardware class '{cls}'")],
+        "runtime": [(hw.source.at("spec", "runtime", "name"), f"runtime of hardware class '{cls}'")],
+        "data": [(model.source.at("spec", "data"), f"data of model '{model.doc.metadata.name}'")] if model else [],
+        "source": [],
+    }[p.against]
+    message = f"recipe '{recipe.name}' of {owner} {p.message}"
+    if model is not None and p.kind in ("calibration", "node"):
+        message += f" (model '{model.doc.metadata.name}', built for hardware class '{cls}')"
+    elif "hardware class" not in owner:
+        message += f" (hardware class '{cls}')" if f"'{cls}'" not in message else ""
+    return error(E_PRECISION, message, where, p.hint, related=related)

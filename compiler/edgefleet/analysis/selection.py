@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from pydantic import BaseModel, ConfigDict
+
 from edgefleet.analysis.cache import Analyzer, FileAnalysis, tool_version
 from edgefleet.analysis.constraints import (Check, RecipeChain, VariantEvidence, VariantFit, bind_inputs, choose,
                                             evaluate_variant, gate_check, recipe_chain)
@@ -23,6 +25,7 @@ from edgefleet.analysis.runtime_support import (KernelIndex, OpenVinoProbe, Runt
                                                 installed_onnxruntime_kernels, onnxruntime_support,
                                                 openvino_support, probe_openvino, tensorrt_support)
 from edgefleet.load.repo import FleetRepo
+from edgefleet.rules.digests import digest_mismatch
 from edgefleet.spec import HardwareClass, Variant
 
 
@@ -77,7 +80,7 @@ def gather_evidence(analyzer: Analyzer, variant: Variant, index: int, hw: Hardwa
     analysis = analyzer.analyse(variant.source)
     if analysis.sha256 is None:
         return VariantEvidence(variant, index, None, read_error=analysis.error)
-    if analysis.sha256 != variant.sha256 or analysis.facts is None:
+    if digest_mismatch(variant.source, analysis.sha256, variant.sha256) or analysis.facts is None:
         return VariantEvidence(variant, index, analysis.sha256, read_error=analysis.error)
     binding = bind_inputs(analysis.facts, hw)
     activations = analyzer.activations(analysis, binding.shapes)
@@ -99,6 +102,30 @@ def runtime_support(analyzer: Analyzer, analysis: FileAnalysis, hw: HardwareClas
     probe = analyzer.memo(analysis.sha256, "support", key, OpenVinoProbe,
                           lambda: probe_openvino(analyzer.path(analysis.rel), runtime.device))
     return openvino_support(facts, runtime, probe)
+
+
+class _NodeNames(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    names: tuple[str, ...]
+
+
+def source_node_names(analyzer: Analyzer, rel: str) -> frozenset[str] | None:
+    """Node names of the main graph (what a recipe's exclude_nodes may name; the build's
+    `onnx_io.node_names` reads the same set), cached with the file's analysis."""
+    analysis = analyzer.analyse(rel)
+    if analysis.sha256 is None or analysis.facts is None:
+        return None
+
+    def compute() -> _NodeNames:
+        import onnx
+
+        proto = onnx.load(str(analyzer.path(rel)), load_external_data=False)
+        return _NodeNames(names=tuple(sorted({n.name for n in proto.graph.node if n.name})))
+
+    try:
+        return frozenset(analyzer.memo(analysis.sha256, "support", "node-names", _NodeNames, compute).names)
+    except Exception:  # the file changed since it was hashed: the build's own check still runs
+        return None
 
 
 @lru_cache(maxsize=1)

@@ -37,12 +37,14 @@ from edgefleet.build.gates import (GateResult, Measurement, RuntimeRefused, accu
 from edgefleet.build.onnx_io import (InputInfo, canonical_bytes, default_opset, input_info, lift_constants, load_source,
                                      node_names)
 from edgefleet.build.prune import PruneStats, compressed_size, magnitude_prune
+from edgefleet.rules.gates import gate_problems
+from edgefleet.rules.recipes import recipe_problems
 from edgefleet.spec import Recipe
 from edgefleet.spec.hardware import RuntimeSpec
 from edgefleet.spec.model import AccuracyBudget
 
 __all__ = ["Attempt", "BuildError", "BuildOutcome", "BuildRequest", "GateResult", "ProbeSpec",
-           "build_artifact", "check_recipe", "toolchain_versions"]
+           "build_artifact", "check_recipe", "check_request", "toolchain_versions"]
 
 # Bumped whenever this engine changes how bytes are made: part of every content key.
 ENGINE_FORMAT = "1"
@@ -141,46 +143,22 @@ def artifact_name(runtime: str) -> str:
 # -- checking the request (pure) ---------------------------------------------------------------
 
 
+# Where each kind of recipe problem (`rules.recipes`) is reported by the build.
+_RECIPE_CODES = {"precision": ("E421", "recipe"), "runtime": ("E420", "recipe"),
+                 "calibration": ("E412", "calibration"), "node": ("E422", "recipe")}
+
+
 def check_recipe(recipe: Recipe, runtime: str, precisions: tuple[str, ...], has_calibration: bool,
                  nodes: set[str]) -> None:
-    """A recipe the class's runtime cannot run, or that lacks what it needs, is a BuildError."""
+    """A recipe the class's runtime cannot run, or that lacks what it needs, is a BuildError.
 
-    def refuse(message: str, hint: str, code: str = "E420", subject: str = "recipe") -> BuildError:
-        return BuildError(code, f"recipe '{recipe.name}': {message}", hint, subject=subject, recipe=recipe)
-
-    if recipe.precision not in precisions:
-        raise refuse(f"{recipe.precision} is not a precision this hardware class runs "
-                     f"({', '.join(precisions)})", f"use one of {', '.join(precisions)}", "E421")
-    int8 = recipe.precision == "int8"
-    if not int8 and recipe.quantization is not None:
-        raise refuse(f"quantization: {recipe.quantization} applies to int8 only, not {recipe.precision}",
-                     "remove quantization, or set precision: int8")
-    dynamic = int8 and recipe.quantization == "dynamic"
-    if runtime == "openvino":
-        if dynamic:
-            raise refuse("OpenVINO has no dynamic INT8; NNCF quantizes statically",
-                         "use quantization: static (with calibration data)")
-        if int8 and recipe.calibration == "entropy":
-            raise refuse("NNCF offers no entropy calibration", "use calibration: minmax or percentile")
-    if runtime == "tensorrt":
-        if dynamic:
-            raise refuse("TensorRT has no dynamic INT8", "use quantization: static")
-        if int8 and recipe.symmetric is False:
-            raise refuse("TensorRT INT8 needs symmetric quantization (zero point 0)",
-                         "set symmetric: true, or leave it unset")
-        if int8 and recipe.reduce_range:
-            raise refuse("TensorRT INT8 uses the full 8-bit range", "remove reduce_range")
-    if runtime != "onnxruntime" and recipe.graph_optimization == "extended":
-        raise refuse(f"graph_optimization: extended is an onnxruntime setting; {runtime} optimizes the graph itself",
-                     "remove graph_optimization")
-    if int8 and not dynamic and not has_calibration:
-        raise refuse("static INT8 needs calibration data, and the model declares none",
-                     "add spec.data.calibration (an npz of real inputs, key 'input'), or use "
-                     "quantization: dynamic", "E412", "calibration")
-    missing = sorted(set(recipe.exclude_nodes) - nodes)
-    if missing:
-        raise refuse(f"exclude_nodes names {', '.join(missing)}, which the model does not contain",
-                     "use node names of the source ONNX graph (as Netron shows them)", "E422")
+    The rule is `rules.recipes.recipe_problems` (validation reports the same problems as E308).
+    """
+    problems = recipe_problems(recipe, runtime, precisions, has_calibration=has_calibration, nodes=nodes)
+    if problems:
+        first = problems[0]
+        code, subject = _RECIPE_CODES[first.kind]
+        raise BuildError(code, f"recipe '{recipe.name}' {first.message}", first.hint, subject=subject, recipe=recipe)
 
 
 def _check_request(request: BuildRequest, source: onnx.ModelProto, info: InputInfo) -> None:
@@ -205,30 +183,27 @@ def _check_request(request: BuildRequest, source: onnx.ModelProto, info: InputIn
         check_fits(request.evaluation, info.shape, "evaluation", info.name)
         if request.labels is not None:
             check_labels(request.labels, len(request.evaluation), "the evaluation data")
-    budget = request.accuracy
-    if budget is None and request.requires_accuracy_gate:
-        raise BuildError("E415", "the hardware class requires an accuracy gate, but the model declares no "
-                                 "accuracy budget",
-                         "declare spec.accuracy (metric, threshold), or set requires_accuracy_gate: false "
-                         "on the class", subject="accuracy")
-    if budget is not None and request.evaluation is None:
-        raise BuildError("E412", "the accuracy gate needs evaluation data, and the model declares none",
-                         "add spec.data.evaluation (an npz of real inputs, key 'input', optional 'label')",
-                         subject="evaluation")
-    if budget is not None and budget.metric == "top1_accuracy" and request.labels is None:
-        raise BuildError("E415", "metric top1_accuracy needs labels, and the evaluation data has none",
-                         "save the labels as key 'label' in the evaluation npz, or use top1_agreement",
-                         subject="accuracy")
+    # The gate rule is `rules.gates` (validation's E310, resolution's E407).
+    for problem in gate_problems(request.requires_accuracy_gate, request.accuracy, request.evaluation is not None,
+                                 request.labels is not None):
+        code, subject = ("E412", "evaluation") if problem.missing == "evaluation" else ("E415", "accuracy")
+        raise BuildError(code, problem.message, problem.hint, subject=subject)
 
 
 # -- building --------------------------------------------------------------------------
 
 
-def build_artifact(request: BuildRequest, workdir: Path) -> BuildOutcome:
+def check_request(request: BuildRequest) -> tuple[onnx.ModelProto, InputInfo]:
+    """Everything `build_artifact` refuses before it optimizes anything (BuildError), nothing built."""
     shown = request.source_shown or request.source_path.name
     source = load_source(request.source_path, shown)
     info = input_info(source, shown)
     _check_request(request, source, info)
+    return source, info
+
+
+def build_artifact(request: BuildRequest, workdir: Path) -> BuildOutcome:
+    source, info = check_request(request)
     if request.runtime.name == "openvino":
         from edgefleet.build.optimize_openvino import import_nncf, import_openvino
 

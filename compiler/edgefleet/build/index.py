@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.build.key import FileDigests, key_inputs, key_of, toolchain_for
+from edgefleet.build.key import FileDigests, artifact_key
 from edgefleet.build.record import BuildRecord
 from edgefleet.build.resolve import resolve_need
 from edgefleet.build.store import Store, blob_path, open_store
@@ -100,7 +100,7 @@ def lookup_artifact(repo: FleetRepo, need: BuildNeed, store: Store | None = None
     if resolved is None or any(d.is_error for d in diags):
         return None
     try:
-        key = key_of(key_inputs(resolved, file_sha256 or FileDigests(repo.root), toolchain_for(resolved)))
+        key = artifact_key(resolved, file_sha256 or FileDigests(repo.root))
     except OSError:
         return None  # an input file is missing: nothing can have been built from it
     record = (store or default_store(repo)).get_record(key)

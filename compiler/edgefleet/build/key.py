@@ -7,8 +7,8 @@ version. Names (model, version, class) are part of it too, so one key is one nee
 its build record and provenance can name them exactly; identical artifact bytes are
 still stored once, by digest.
 
-`key_inputs`/`key_of` are pure; file hashes come in through `FileDigests`, the only
-place that reads files.
+`artifact_key` is the one place a key is derived (from `key_inputs`/`key_of`, which are
+pure); file hashes come in through `FileDigests`, the only place that reads files.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from typing import Any, Callable, Mapping
 import rfc8785
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.build.resolve import ResolvedNeed, resolve_need
-from edgefleet.rules.needs import BuildNeed
-from edgefleet.load.repo import FleetRepo
+from edgefleet.build.resolve import ResolvedNeed
 
 # Bump when the meaning of a key changes (new input, different recipe semantics):
 # every artifact is then rebuilt once instead of a stale one being reused.
@@ -113,9 +111,8 @@ def toolchain_for(resolved: ResolvedNeed) -> dict[str, str]:
     return dict(toolchain_versions(resolved.runtime))
 
 
-def artifact_key(repo: FleetRepo, need: BuildNeed, file_sha256: Callable[[str], str] | None = None) -> str:
-    """The key of a need of a validated repository (reads and hashes its input files)."""
-    resolved, _ = resolve_need(repo, need)
-    if resolved is None:
-        raise LookupError(f"{need}: no variant fits, so there is no artifact key")
-    return key_of(key_inputs(resolved, file_sha256 or FileDigests(repo.root), toolchain_for(resolved)))
+def artifact_key(resolved: ResolvedNeed, file_sha256: Callable[[str], str],
+                 toolchain: Mapping[str, str] | None = None) -> str:
+    """The content address of a resolved need: the one derivation build, plan, compile and
+    explain use (`toolchain`: pass the versions already asked for this runtime, else they are read)."""
+    return key_of(key_inputs(resolved, file_sha256, toolchain_for(resolved) if toolchain is None else toolchain))

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Mapping
 
-from edgefleet.build.key import FileDigests, key_inputs, key_of, toolchain_for
+from edgefleet.rules.digests import digest_mismatch
+from edgefleet.build.key import FileDigests, artifact_key, toolchain_for
 from edgefleet.build.provenance import statement_bytes
 from edgefleet.build.record import AttemptRecord, InputRef, attempt_records, record_from_outcome
 from edgefleet.build.resolve import MIB, ResolvedNeed, resolve_need
@@ -95,7 +96,7 @@ def plan_builds(repo: FleetRepo, needs: Iterable[BuildNeed], store: Store,
         if runtime_id not in toolchains:
             toolchains[runtime_id] = toolchain_for(resolved)
         toolchain = toolchains[runtime_id]
-        key = key_of(key_inputs(resolved, digests, toolchain))
+        key = artifact_key(resolved, digests, toolchain)
         cached = store.has(key)
         if not cached:
             # Content checks cost a parse; a cache hit needs none (its key covers the bytes).
@@ -122,13 +123,10 @@ def _hash_inputs(repo: FleetRepo, resolved: ResolvedNeed,
                                "give a path relative to the repository root, and commit the file"))
             continue
         refs.append(InputRef(role=role, path=rel, sha256=digest))
-        if role == "source" and digest != variant.sha256:
-            diags.append(error(
-                "E401", f"model file '{rel}' has sha256 {digest}, but the YAML declares {variant.sha256}",
-                resolved.sha256_at,
-                "if the model was changed on purpose, declare its new sha256 here; otherwise restore the "
-                "file that was reviewed",
-                related=[(resolved.source_at, "the model file")]))
+        mismatch = digest_mismatch(rel, digest, variant.sha256) if role == "source" else None
+        if mismatch is not None:  # the rule of `rules.digests`, as validation's E301
+            diags.append(error("E401", mismatch.message, resolved.sha256_at, mismatch.hint,
+                               related=[(resolved.source_at, "the model file")]))
     return tuple(refs), diags
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from edgefleet.analysis.selection import choose_variant
 from edgefleet.core.diagnostics import Diagnostic, error
+from edgefleet.rules.gates import gate_problems
 from edgefleet.rules.needs import BuildNeed
 from edgefleet.rules.recipe_chain import RecipeChain, resolve_chain
 from edgefleet.load.repo import FleetRepo
@@ -122,14 +123,11 @@ def check_recipes(resolved: ResolvedNeed) -> list[Diagnostic]:
     Whether each recipe can run on the class's runtime is the engine's `check_recipe`
     (one definition), applied in `orchestrate`'s pre-flight once the ONNX is read.
     """
-    out: list[Diagnostic] = []
     need = resolved.need
-    if resolved.requires_accuracy_gate and (resolved.accuracy is None or resolved.evaluation is None):
-        missing = "spec.accuracy" if resolved.accuracy is None else "spec.data.evaluation"
-        out.append(error(
-            "E407", f"hardware class '{need.hardware_class}' requires an accuracy gate, but model "
-                    f"'{need.model}' has no {missing}",
-            resolved.accuracy_at if resolved.accuracy is None else resolved.data_at,
-            "declare spec.accuracy (metric, threshold) and spec.data.evaluation (npz with 'input'), "
-            "or set requires_accuracy_gate: false on the class"))
-    return out
+    problems = gate_problems(resolved.requires_accuracy_gate, resolved.accuracy, resolved.evaluation is not None)
+    if not problems:
+        return []
+    first = problems[0]  # the rule of `rules.gates`, as validation's E310 and the engine's E412/E415
+    return [error("E407", f"model '{need.model}' cannot be gated for hardware class '{need.hardware_class}': "
+                          f"{first.message}",
+                  resolved.data_at if first.missing == "evaluation" else resolved.accuracy_at, first.hint)]

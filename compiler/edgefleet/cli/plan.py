@@ -117,7 +117,7 @@ def _compile_side(root: Path, display: str, store, notes: list[str]):
 def preview_artifacts(repo, store, notes: list[str]):
     """Per need: the built artifact if the store has its key, else an UnbuiltArtifact."""
     from edgefleet.build.index import artifact_from_record
-    from edgefleet.build.key import FileDigests, key_inputs, key_of, toolchain_for
+    from edgefleet.build.key import FileDigests, artifact_key
     from edgefleet.build.resolve import resolve_need
     from edgefleet.desired.compile import UnbuiltArtifact
     from edgefleet.core.diagnostics import has_errors
@@ -131,7 +131,7 @@ def preview_artifacts(repo, store, notes: list[str]):
         diags += problems
         if resolved is None or has_errors(problems):
             continue
-        key = key_of(key_inputs(resolved, digests, toolchain_for(resolved)))
+        key = artifact_key(resolved, digests)
         record = store.get_record(key) if store is not None else None
         if record is not None:
             artifacts[need] = artifact_from_record(record)

@@ -60,6 +60,7 @@ from tuf.api.serialization import SignedSerializer
 from tuf.api.serialization.json import CanonicalJSONSerializer, JSONSerializer
 
 from edgefleet.core.diagnostics import DiagnosticError, error
+from edgefleet.core.ids import is_device_id
 from edgefleet.signing import (
     BINS_PREFIX,
     CUSTOM_DEVICE_ID,
@@ -84,7 +85,6 @@ _PRETTY = JSONSerializer(compact=False)
 _CANONICAL = CanonicalJSONSerializer()
 _VERSIONED = re.compile(r"^(\d+)\.(.+)\.json$")
 _HASHED_TARGET = re.compile(r"^[0-9a-f]{64}\.")
-_DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # edgefleet.spec.device.DeviceId
 _MAX_ERRORS = 50  # enough to act on; a systematic bug would otherwise print a million
 
 
@@ -564,7 +564,7 @@ def _check_target(t: TargetFile) -> str | None:
     if type(custom) is not dict and not isinstance(custom, Mapping):
         return f"target {t.path}: custom fields must be a mapping"
     device = custom.get(CUSTOM_DEVICE_ID)
-    if type(device) is not str or not _DEVICE_ID.match(device):
+    if not is_device_id(device):
         return f"target {t.path}: custom field {CUSTOM_DEVICE_ID} must be a device id, not {device!r}"
     # The device id fixes the path, so a path can neither escape the tree nor name another device.
     if t.path != device_target_path(device):

@@ -25,7 +25,6 @@ private attribute used here; tuf is pinned below 8 in pyproject.toml).
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
+from edgefleet.core.ids import is_device_id
 from edgefleet.signing import (
     BINS_PREFIX,
     CUSTOM_DEVICE_ID,
@@ -51,7 +51,6 @@ from edgefleet.signing.layout import metadata_file
 _SCHEME = "edgefleet-tree:"
 METADATA_URL = f"{_SCHEME}metadata/"
 TARGETS_URL = f"{_SCHEME}targets/"
-_DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
 class VerifyError(SigningError):
@@ -109,7 +108,7 @@ def verify_device(tree_dir: Path, device_id: str, trusted_root: bytes, now: date
                   metadata_cache: Path | None = None) -> VerifiedTarget:
     """Verify and return `device_id`'s desired state from `tree_dir`; raise VerifyError."""
     tree = str(tree_dir)
-    if not _DEVICE_ID.match(device_id):
+    if not is_device_id(device_id):
         raise VerifyError(f"{device_id!r} is not a device id", "device ids are lower-case letters, "
                           "digits, '.', '_' and '-', starting with a letter or digit", "E557", tree)
     if now.tzinfo is None:

@@ -6,10 +6,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from edgefleet.core.ids import DEVICE_ID_DESCRIPTION, DEVICE_ID_PATTERN
 from edgefleet.spec.common import Document, Name, Strict
 
-DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
-                                description="lower-case letters, digits, '.', '_' and '-'")]
+# The rule itself lives in core/ids.py (shared with signing and the agent).
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description=DEVICE_ID_DESCRIPTION)]
 PublicKey = Annotated[str, Field(pattern=r"^ed25519:[0-9a-f]{64}$",
                                  description="the device's enrolled key: ed25519: and 64 hex digits")]
 CSV_COLUMNS = ("id", "hardware_class", "site", "labels", "public_key")
