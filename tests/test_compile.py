@@ -49,7 +49,7 @@ def fleet(tmp_path) -> Path:
 def compile_(run_cli, tmp_path, store, keys):
     def run(fleet: Path, *extra: str, now: str = NOW, out: Path | None = None):
         return run_cli("compile", fleet, "--out", out or tmp_path / "out", "--keys", keys, "--store", store,
-                       "--now", now, *extra)
+                       "--now", now, "--allow-clock-skew", *extra)
     return run
 
 
@@ -163,7 +163,7 @@ def test_a_private_key_inside_the_fleet_repository_is_refused(fleet, compile_, t
 def test_keys_from_the_environment(fleet, run_cli, store, keys, tmp_path):
     env = {f"EDGEFLEET_KEY_{role.upper()}": (keys / f"{role}.key").read_text()
            for role in ("root", "targets", "snapshot", "timestamp", "bins")}
-    res = run_cli("compile", fleet, "--out", tmp_path / "out", "--store", store, "--now", NOW, env=env)
+    res = run_cli("compile", fleet, "--out", tmp_path / "out", "--store", store, "--now", NOW, "--allow-clock-skew", env=env)
     assert res.code == 0, res.err
     assert (tmp_path / "out/metadata/timestamp.json").is_file()
 
