@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away is noticed here, not at exit
+        return code
     except BrokenPipeError:
         # The reader went away (`edgefleet validate | head -1`): what it wanted it has.
         _silence_stdout()

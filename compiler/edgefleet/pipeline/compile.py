@@ -206,9 +206,17 @@ def open_artifact_store(repo, override: str | None):
 
 
 def load_keys(state: _State) -> list[Diagnostic]:
+    """The role keys; a key problem is about the run (a flag, the environment), not a fleet file."""
+    from dataclasses import replace
+
+    from edgefleet.core.diagnostics import DiagnosticError
+    from edgefleet.pipeline.common import RUN
     from edgefleet.signing.keys import load_keys as load
 
-    state.keys = load(state.request.keys_dir, state.request.env)
+    try:
+        state.keys = load(state.request.keys_dir, state.request.env)
+    except DiagnosticError as exc:
+        return [replace(d, location=RUN) for d in exc.diagnostics]
     return []
 
 
