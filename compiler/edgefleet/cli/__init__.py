@@ -44,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # A command that takes its words in any order (explain) also takes them after options.
+    words = getattr(args, "intermixed_words", None)
+    if extra and words is not None and not any(e.startswith("-") for e in extra):
+        setattr(args, words, getattr(args, words) + extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = int(args.run(args) or 0)
         sys.stdout.flush()  # inside the try: a reader that went away is noticed here, not at exit

@@ -30,7 +30,7 @@ def register(sub) -> None:
                         help="artifact store to read build records from (default: fleet.yaml artifact_store)")
     add_example_argument(parser)
     add_format_argument(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, intermixed_words="words")
 
 
 def split_words(words: list[str]) -> tuple[str, str | None]:
