@@ -232,7 +232,8 @@ def test_changes_show_old_and_new_values(fleet, run_cli, store):
         assert values["size"] == (before["size"], after["size"])
     else:
         assert "size" not in values, "only what changed is listed"
-    assert values["wave"] == (f"meter-digits-1-1/{before['wave']}", "meter-digits-1-1/half")
+    assert before["wave"] == after["wave"] == "half" and "wave" not in values  # same wave, now live
+    assert values["live"] == ("no", "yes")
     assert all(v["model"] == "meter-digits" for v in change["values"])
     text = run_cli("plan", fleet, "--base", "HEAD", "--store", store).out
     device = change["device_id"]
@@ -240,7 +241,7 @@ def test_changes_show_old_and_new_values(fleet, run_cli, store):
     detail = block.splitlines()[1]
     assert detail.strip().startswith("meter-digits: version 1.0.0 → 1.1.0")
     assert f"artifact {before['artifact'][:16]} → {after['artifact'][:16]}" in detail
-    assert f"wave meter-digits-1-1/{before['wave']} → meter-digits-1-1/half" in detail
+    assert "live no → yes" in detail
 
 
 def test_added_and_removed_devices_show_values_from_and_to_nothing(fleet, run_cli, store):

@@ -28,7 +28,7 @@ class ValueChange:
     """One value of one workload that differs: old → new (None: the device had, or has, none)."""
 
     model: str
-    field: str  # version | variant | artifact | size | wave | fallback
+    field: str  # version | variant | artifact | size | wave | live | fallback
     old: str | int | None
     new: str | int | None
 
@@ -146,14 +146,14 @@ def _change(old: CompiledDevice | None, new: CompiledDevice | None) -> DeviceCha
                         value_changes(old.assignments, new.assignments))
 
 
-_VALUE_FIELDS = ("version", "variant", "artifact", "size", "wave", "fallback")
+_VALUE_FIELDS = ("version", "variant", "artifact", "size", "wave", "live", "fallback")
 
 
 def _values(a: Assignment | None) -> dict[str, str | int | None]:
     if a is None:
         return dict.fromkeys(_VALUE_FIELDS)
     return {"version": a.version, "variant": a.variant, "artifact": a.artifact, "size": a.size,
-            "wave": f"{a.rollout}/{a.wave or NONE}", "fallback": a.fallback}
+            "wave": f"{a.rollout}/{a.wave or NONE}", "live": "yes" if a.live else "no", "fallback": a.fallback}
 
 
 def value_changes(before: tuple[Assignment, ...], after: tuple[Assignment, ...]) -> tuple[ValueChange, ...]:
