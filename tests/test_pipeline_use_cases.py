@@ -92,3 +92,35 @@ def test_explain_pipeline_reports_per_class(fleet_copy):
     result = explain(ExplainRequest(fleet_copy, "meter-digits@1.1.0", all_classes=True))
     assert len(result.reports) == 4 and json.dumps(result.reports)  # JSON-ready
     assert result.fits == all(r["fits"] for r in result.reports)
+
+
+def test_compile_pipeline_from_a_loaded_repository_keys_and_store_leaves_them_untouched(fleet_copy, tmp_path,
+                                                                                     monkeypatch):
+    """The agent/simulator path: everything passed in, nothing reloaded, nothing changed."""
+    from edgefleet.build.store import LocalStore
+    from edgefleet.pipeline.compile import CompileRequest, compile_desired_state
+    from edgefleet.signing.keys import init_keys, load_keys
+    import edgefleet.build.index as index
+    from tests.desired_support import synthetic_artifacts
+
+    repo, _ = validate_repository(fleet_copy)
+    devices, hardware, rollouts = list(repo.devices), dict(repo.hardware), dict(repo.rollouts)
+    init_keys(tmp_path / "keys")
+    keys = load_keys(tmp_path / "keys")
+    store = LocalStore(tmp_path / "store")
+    seen = []
+
+    def built(r, s=None):
+        seen.append((r, s))
+        return synthetic_artifacts(r)
+
+    monkeypatch.setattr(index, "built_artifacts", built)
+    outs = []
+    for i in range(3):
+        result = compile_desired_state(CompileRequest(fleet_copy, tmp_path / f"out{i}", NOW, repo=repo, keys=keys,
+                                                      artifact_store=store, env={}))
+        assert result.summary is not None, result.diagnostics
+        outs.append((tmp_path / f"out{i}" / "metadata/timestamp.json").read_bytes())
+    assert all(r is repo and s is store for r, s in seen)
+    assert repo.devices == devices and repo.hardware == hardware and repo.rollouts == rollouts
+    assert len(set(outs)) == 1, "same inputs, byte-identical outputs"

@@ -28,6 +28,8 @@ class BuildRequest:
     store: str | None = None  # overrides fleet.yaml's artifact_store
     plan_only: bool = False  # plan and key every need, build nothing (`--matrix`)
     env: Mapping[str, str] | None = None  # the CI variables provenance reads (GITHUB_*)
+    repo: Any = None  # a load.repo.FleetRepo of `root` the caller holds (checked again, never changed)
+    artifact_store: Any = None  # a build.store.Store the caller holds
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,12 @@ def build(request: BuildRequest, on_start: Callable | None = None, on_done: Call
 def validate(state: _State) -> list[Diagnostic]:
     from edgefleet.pipeline.validate import validate_repository
 
-    state.repo, diags = validate_repository(state.request.root)
+    if state.request.repo is not None:
+        from edgefleet.pipeline.validate import check_fleet
+
+        state.repo, diags = state.request.repo, sorted_diagnostics(check_fleet(state.request.repo))
+    else:
+        state.repo, diags = validate_repository(state.request.root)
     return without_notes(diags)  # validate's notes; `validate` and `explain` show them
 
 
@@ -121,6 +128,9 @@ def open_artifact_store(state: _State) -> list[Diagnostic]:
     from edgefleet.build.store import StoreError, open_store
 
     repo = state.repo
+    if state.request.artifact_store is not None:
+        state.store = state.request.artifact_store
+        return []
     try:
         state.store = open_store(repo.root, repo.fleet.doc.spec.artifact_store, state.request.store, repo.display_root)
     except StoreError as exc:

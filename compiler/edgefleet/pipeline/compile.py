@@ -48,6 +48,11 @@ class CompileRequest:
     commit: Any = None  # a branch name, DEFAULT_BRANCH, or None (no commit)
     commit_date: datetime | None = None  # default: the fleet repository's HEAD commit date, else `now`
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # Callers that hold these already (the agent, the simulator, tests) pass them in; they are
+    # read, never changed. A given repo is checked again (its load diagnostics are the caller's).
+    repo: Any = None  # load.repo.FleetRepo of `root`
+    keys: Any = None  # signing.keys.RoleKeys
+    artifact_store: Any = None  # build.store.Store
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,13 @@ def check_request(state: _State) -> list[Diagnostic]:
 def validate(state: _State) -> list[Diagnostic]:
     from edgefleet.pipeline.validate import validate_repository
 
-    state.repo, diags = validate_repository(state.request.root)
+    if state.request.repo is not None:
+        from edgefleet.core.diagnostics import sorted_diagnostics
+        from edgefleet.pipeline.validate import check_fleet
+
+        state.repo, diags = state.request.repo, sorted_diagnostics(check_fleet(state.request.repo))
+    else:
+        state.repo, diags = validate_repository(state.request.root)
     if state.request.commit is DEFAULT_BRANCH and state.repo.fleet is not None:
         from edgefleet.desired.gitio import check_branch_name
 
@@ -188,7 +199,7 @@ def prepare(state: _State) -> list[Diagnostic]:
     from edgefleet.build.index import built_artifacts
     from edgefleet.desired.compile import prepare as prepare_compile
 
-    store = open_artifact_store(state.repo, state.request.store)
+    store = state.request.artifact_store or open_artifact_store(state.repo, state.request.store)
     state.compiler, problems = prepare_compile(state.repo, built_artifacts(state.repo, store))
     return problems
 
@@ -213,6 +224,9 @@ def load_keys(state: _State) -> list[Diagnostic]:
     from edgefleet.pipeline.common import RUN
     from edgefleet.signing.keys import load_keys as load
 
+    if state.request.keys is not None:
+        state.keys = state.request.keys
+        return []
     try:
         state.keys = load(state.request.keys_dir, state.request.env)
     except DiagnosticError as exc:
