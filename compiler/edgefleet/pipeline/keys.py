@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefleet.pipeline.common import RequestError
+from dataclasses import replace
+
+from edgefleet.core.diagnostics import DiagnosticError
+from edgefleet.pipeline.common import RUN, RequestError
+
+
+def _about_the_run(exc: DiagnosticError) -> DiagnosticError:
+    """Key problems concern a key directory or variable, not a fleet file: one run-level form."""
+    return DiagnosticError([replace(d, location=RUN) for d in exc.diagnostics])
 
 
 @dataclass(frozen=True)
@@ -36,10 +44,13 @@ def init(target: Path) -> KeyInit:
 
     repo = enclosing_fleet_repo(target)
     if repo is not None:
-        raise SigningError("E505", f"refusing to create private keys inside the fleet repository {repo}",
+        raise _about_the_run(SigningError("E505", f"refusing to create private keys inside the fleet repository {repo}",
                            "put them outside the fleet repository (e.g. ~/.edgefleet/keys) or in a CI secret; "
-                           "`edgefleet compile` refuses a fleet repository that holds a private key", str(target))
-    keys = init_keys(target)
+                           "`edgefleet compile` refuses a fleet repository that holds a private key", str(target)))
+    try:
+        keys = init_keys(target)
+    except SigningError as exc:
+        raise _about_the_run(exc) from None
     return KeyInit(target, {role: keys.keyid(role) for role in ROLES})
 
 
@@ -48,5 +59,10 @@ def rotate(keys_dir: Path, role: str) -> KeyRotation:
 
     if not keys_dir.is_dir():
         raise RequestError(f"{keys_dir}: no such key directory (make one with `edgefleet keys init DIR`)")
-    key = rotate_key(keys_dir, role)
+    from edgefleet.signing import SigningError
+
+    try:
+        key = rotate_key(keys_dir, role)
+    except SigningError as exc:
+        raise _about_the_run(exc) from None
     return KeyRotation(keys_dir, role, key.keyid, keys_dir / PREVIOUS_DIR if role == "root" else None)
