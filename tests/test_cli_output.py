@@ -52,6 +52,22 @@ def test_json_is_the_whole_of_stdout(fleet_copy, tmp_path, run_cli, command, act
         assert "::error" not in res.err
 
 
+@pytest.mark.parametrize("command", [
+    ("build", "{fleet}", "--matrix"),
+    ("plan", "{fleet}", "--base", "HEAD", "--format", "markdown"),
+], ids=["build-matrix", "plan-markdown"])
+def test_a_document_on_stdout_keeps_annotations_off_it(fleet_copy, run_cli, command):
+    import git
+
+    repo = git.Repo.init(fleet_copy)
+    repo.git.add("--all")
+    repo.index.commit("fleet", author=git.Actor("a", "a@example.com"), committer=git.Actor("a", "a@example.com"))
+    _break_rollout(fleet_copy)
+    res = run_cli(*[a.format(fleet=fleet_copy) for a in command], env={"GITHUB_ACTIONS": "true"})
+    assert res.code == 1
+    assert "::error" not in res.out and "::error file=" in res.err
+
+
 def _run(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "compiler")}
     return subprocess.Popen([sys.executable, "-m", "edgefleet", *args], stdout=subprocess.PIPE,

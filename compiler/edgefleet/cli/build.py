@@ -46,10 +46,10 @@ def run(args) -> int:
                         on_planned=view.planned if view else None)
     diags = list(outcome.diagnostics)
     if has_errors(diags) and not outcome.results:  # refused before anything was built
-        return emit(diags, args.format, command="build", builds=[])
+        return emit(diags, args.format, command="build", data_on_stdout=args.matrix, builds=[])
     if args.matrix:
         print(json.dumps(outcome.matrix, sort_keys=True))
-        return emit(diags, "text", command="build") if diags else 0
+        return emit(diags, "text", command="build", data_on_stdout=True) if diags else 0
     counts = outcome.counts
     if text:
         print(f"{counts['total']} artifact(s): {counts['built']} built, {counts['cache_hits']} cache hit(s), "

@@ -104,11 +104,13 @@ def print_diagnostics(diags: list[Diagnostic], command: str) -> None:
     render_run_level([d for d in diags if not is_file_diagnostic(d)], command, sys.stderr)
 
 
-def emit(diags: list[Diagnostic], fmt: str, out=None, command: str = "", **extra) -> int:
+def emit(diags: list[Diagnostic], fmt: str, out=None, command: str = "", data_on_stdout: bool = False,
+         **extra) -> int:
     """Print diagnostics in the chosen format; return the exit code they imply.
 
     JSON is the whole of stdout (one document); under GitHub Actions the annotations then
-    go to stderr, so stdout stays parseable.
+    go to stderr, so stdout stays parseable. So they do when stdout carries another
+    document (`data_on_stdout`: a CI matrix, a markdown comment).
     """
     out = out or sys.stdout
     if fmt == "json":
@@ -118,5 +120,5 @@ def emit(diags: list[Diagnostic], fmt: str, out=None, command: str = "", **extra
         if has_errors(diags):
             print(summary(diags), file=sys.stderr)
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        render_github(diags, sys.stderr if fmt == "json" else out)
+        render_github(diags, sys.stderr if fmt == "json" or data_on_stdout else out)
     return 1 if has_errors(diags) else 0

@@ -36,7 +36,8 @@ def run(args) -> int:
 
     result = plan_change(PlanRequest(repo_of(args), args.base, args.head, args.store))
     if result.plan is None:
-        return emit(list(result.diagnostics), "json" if args.format == "json" else "text", command="plan")
+        return emit(list(result.diagnostics), "json" if args.format == "json" else "text", command="plan",
+                    data_on_stdout=args.format == "markdown")
     base_diags = list(result.base_diagnostics)
     if args.format == "json":
         import json
