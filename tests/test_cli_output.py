@@ -16,7 +16,7 @@ from edgefleet.cli.output import summary
 from edgefleet.core.diagnostics import error, warning
 from edgefleet.core.source import Location
 from edgefleet.pipeline.common import RUN
-from tests.conftest import EXAMPLE_FLEET, ROOT
+from tests.conftest import ROOT
 
 
 def _break_rollout(fleet: Path) -> None:

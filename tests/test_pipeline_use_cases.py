@@ -7,8 +7,6 @@ import json
 import re
 from datetime import datetime, timezone
 
-import pytest
-
 from edgefleet.pipeline.validate import validate, validate_files, validate_repository
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)

@@ -36,14 +36,8 @@ def register(sub) -> None:
     parser.set_defaults(run=run)
 
 
-def parse_time(value: str) -> datetime:
-    from edgefleet.pipeline.common import parse_time as parse
-
-    return parse(value)
-
-
 def run(args) -> int:
-    from edgefleet.pipeline.common import check_clock
+    from edgefleet.pipeline.common import check_clock, parse_time
     from edgefleet.pipeline.compile import CompileRequest, compile_desired_state
 
     root = repo_of(args)

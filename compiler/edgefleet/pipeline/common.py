@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Generic, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from edgefleet.core.diagnostics import Diagnostic, DiagnosticError, Severity, error, has_errors
 from edgefleet.core.source import Location
@@ -59,18 +58,6 @@ def is_file_diagnostic(diag: Diagnostic) -> bool:
 def without_notes(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
     """Validation's notes belong to `validate`/`explain`; other commands show each once, not again."""
     return [d for d in diags if d.severity is not Severity.NOTE]
-
-
-@dataclass(frozen=True)
-class Outcome(Generic[S]):
-    """A use case's typed result and everything it reported."""
-
-    result: S | None
-    diagnostics: tuple[Diagnostic, ...]
-
-    @property
-    def ok(self) -> bool:
-        return self.result is not None and not has_errors(self.diagnostics)
 
 
 def parse_time(value: str, flag: str = "--now") -> datetime:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefleet.core.diagnostics import Diagnostic, DiagnosticError, has_errors
+from edgefleet.core.diagnostics import DiagnosticError, has_errors
 from edgefleet.pipeline.common import RequestError
 
 

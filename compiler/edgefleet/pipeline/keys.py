@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-
-from dataclasses import replace
 
 from edgefleet.core.diagnostics import DiagnosticError
 from edgefleet.pipeline.common import RUN, RequestError
