@@ -340,8 +340,7 @@ def _iso(when: datetime) -> str:
     return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-@pytest.mark.parametrize(("offset_minutes", "allowed"), [(0, True), (3, True), (-4, True), (10, False),
-                                                          (-90, False), (60 * 24 * 400, False)])
+@pytest.mark.parametrize(("offset_minutes", "allowed"), [(0, True), (-4, True), (10, False), (60 * 24 * 400, False)])
 def test_now_far_from_the_clock_needs_allow_clock_skew(fleet, run_cli, store, keys, tmp_path, offset_minutes,
                                                        allowed):
     from datetime import timedelta
