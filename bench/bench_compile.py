@@ -60,7 +60,7 @@ def make_fleet(dest: Path, devices: int) -> Path:
 
 def one(devices: int, work: Path) -> dict:
     from edgefleet.pipeline.validate import validate_repository
-    from edgefleet.cli.compile import bulk_gc
+    from edgefleet.pipeline.compile import bulk_gc
     from edgefleet.desired.compile import prepare
     from edgefleet.desired.release import read_previous_releases
     from edgefleet.core.diagnostics import has_errors
@@ -82,7 +82,7 @@ def one(devices: int, work: Path) -> dict:
         assert compiler is not None, problems
         previous = read_previous_releases(out)
         compile_seconds = time.perf_counter() - loaded
-        stream = compiler.stream(previous, previous.next_release, release_devices=True)
+        stream = compiler.stream(previous, previous.next_release)
 
         def targets():
             nonlocal compile_seconds

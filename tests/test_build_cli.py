@@ -446,3 +446,33 @@ def test_a_key_is_built_once_per_run(built, tmp_path, monkeypatch):
     assert len(calls) == 1
     assert [r.status for r in results] == ["built", "cache_hit"]
     assert results[0].digest == results[1].digest
+
+
+def test_rejected_recipes_show_their_reason_in_text_and_explain_agrees(built, store_copy, tmp_path):
+    # The first recipe cannot meet 1% of FP32's latency; the second (no such limit) ships.
+    fleet = copy_fleet(tmp_path / "fleet")
+    _set_yaml(fleet, "hardware/medical-cart-cpu.yaml", "    - name: ort-int8-static\n",
+              "    - name: ort-int8-static\n      max_latency_ratio: 0.01\n")
+    code, out, err = cli("build", fleet, "--store", store_copy, "--only", "meter-digits@1.1.0:medical-cart-cpu")
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("built      meter-digits@1.1.0 for medical-cart-cpu"))
+    assert "ort-int8-percentile" in line and "after ort-int8-static failed its gates" in line
+    assert re.search(r"^\s+rejected ort-int8-static: latency_ratio [0-9.]+ \(limit 0\.01\)$", out, re.M), out
+    # A second run is a cache hit and still says why the first recipe was rejected.
+    code, again, err = cli("build", fleet, "--store", store_copy, "--only", "meter-digits@1.1.0:medical-cart-cpu")
+    assert code == 0 and again.startswith("cache hit") or "cache hit  meter-digits@1.1.0" in again
+    assert re.search(r"^\s+rejected ort-int8-static: latency_ratio", again, re.M), again
+    # explain reads the build record: the same recipe shipped, the same rejection.
+    code, text, err = cli("explain", fleet, "meter-digits@1.1.0", "--class", "medical-cart-cpu", "--store", store_copy)
+    assert "built: full, ort-int8-percentile (int8)" in text, text + err
+    assert re.search(r"rejected ort-int8-static: latency_ratio [0-9.]+ \(limit 0\.01\)", text), text
+    code, raw, err = cli("explain", "meter-digits@1.1.0", fleet, "--class", "medical-cart-cpu", "--store", store_copy,
+                         "--format", "json")
+    shipped = json.loads(raw)["build"]
+    assert shipped["status"] == "built" and shipped["recipe"] == "ort-int8-percentile" and shipped["agrees"]
+    assert [(a["recipe"], a["passed"]) for a in shipped["attempts"]] == [
+        ("ort-int8-static", False), ("ort-int8-percentile", True)]
+    # Against a store without that build, explain says it is not built (and does not invent one).
+    code, raw, err = cli("explain", "meter-digits@1.1.0", fleet, "--class", "medical-cart-cpu",
+                         "--store", tmp_path / "empty-store", "--format", "json")
+    assert json.loads(raw)["build"]["status"] == "not built"

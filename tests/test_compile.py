@@ -49,7 +49,7 @@ def fleet(tmp_path) -> Path:
 def compile_(run_cli, tmp_path, store, keys):
     def run(fleet: Path, *extra: str, now: str = NOW, out: Path | None = None):
         return run_cli("compile", fleet, "--out", out or tmp_path / "out", "--keys", keys, "--store", store,
-                       "--now", now, *extra)
+                       "--now", now, "--allow-clock-skew", *extra)
     return run
 
 
@@ -163,7 +163,7 @@ def test_a_private_key_inside_the_fleet_repository_is_refused(fleet, compile_, t
 def test_keys_from_the_environment(fleet, run_cli, store, keys, tmp_path):
     env = {f"EDGEFLEET_KEY_{role.upper()}": (keys / f"{role}.key").read_text()
            for role in ("root", "targets", "snapshot", "timestamp", "bins")}
-    res = run_cli("compile", fleet, "--out", tmp_path / "out", "--store", store, "--now", NOW, env=env)
+    res = run_cli("compile", fleet, "--out", tmp_path / "out", "--store", store, "--now", NOW, "--allow-clock-skew", env=env)
     assert res.code == 0, res.err
     assert (tmp_path / "out/metadata/timestamp.json").is_file()
 
@@ -235,3 +235,141 @@ def test_an_unreadable_previous_tree_is_refused_and_left_alone(fleet, compile_, 
 def test_out_must_not_be_the_fleet_repository(fleet, compile_):
     res = compile_(fleet, out=fleet)
     assert res.code == 2 and "would write over the fleet repository" in res.err
+
+
+# ---- --commit: only the published files, never a key, never the fleet's own branch ---------------
+
+def test_commit_without_a_branch_uses_fleet_yaml_desired_state_branch(fleet, compile_, tmp_path):
+    path = fleet / "fleet.yaml"
+    text = path.read_text()
+    if "desired_state_branch:" in text:
+        import re
+
+        text = re.sub(r"desired_state_branch: *\S+", "desired_state_branch: released-state", text)
+    else:
+        text = text.replace("spec:\n", "spec:\n  desired_state_branch: released-state\n", 1)
+    path.write_text(text)
+    res = compile_(fleet, "--commit")
+    assert res.code == 0, res.err
+    assert "on released-state" in res.out
+    repo = git.Repo(tmp_path / "out")
+    assert [h.name for h in repo.heads] == ["released-state"]
+
+
+def test_commit_leaves_out_files_the_publisher_did_not_write(fleet, compile_, tmp_path):
+    out = tmp_path / "out"
+    assert compile_(fleet).code == 0
+    (out / "notes.txt").write_text("scratch\n")
+    (out / "metadata" / "draft.json").write_text("{}\n")
+    (out / "targets" / "extra.json").write_text("{}\n")
+    res = compile_(fleet, "--commit", "desired-state")
+    assert res.code == 0, res.err
+    files = {b.path for b in git.Repo(out).commit("desired-state").tree.traverse() if b.type == "blob"}
+    assert "notes.txt" not in files and "metadata/draft.json" not in files and "targets/extra.json" not in files
+    assert "metadata/timestamp.json" in files and any(f.startswith("targets/devices/") for f in files)
+    assert files == set(tree(out)) - {"notes.txt", "metadata/draft.json", "targets/extra.json"}
+
+
+@pytest.mark.parametrize("where", ["top", "nested", "hidden-name"])
+def test_commit_refuses_a_private_key_inside_out(fleet, compile_, tmp_path, keys, where):
+    out = tmp_path / "out"
+    assert compile_(fleet).code == 0
+    rel = {"top": "root.key", "nested": "metadata/bins/backup", "hidden-name": "targets/.cache"}[where]
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    (out / rel).write_bytes((keys / "targets.key").read_bytes())
+    before = tree(out)
+    res = compile_(fleet, "--commit", "desired-state")
+    assert res.code == 1 and "E517" in res.err and rel.split("/")[-1] in res.err
+    assert tree(out) == before, "refused before anything was written"
+    assert not (out / ".git").exists()
+
+
+def test_commit_refuses_keys_inside_out(fleet, run_cli, store, tmp_path):
+    out = tmp_path / "out"
+    init_keys(out / "keys")
+    res = run_cli("compile", fleet, "--out", out, "--keys", out / "keys", "--store", store, "--commit")
+    assert res.code == 1 and "E517" in res.err and "--keys" in res.err
+    assert not (out / "metadata").exists()
+
+
+@pytest.fixture
+def fleet_git(tmp_path) -> tuple[git.Repo, Path]:
+    """A git repository `mono/` on branch main with the fleet at `mono/fleet`."""
+    top = tmp_path / "mono"
+    shutil.copytree(EXAMPLE_FLEET, top / "fleet", ignore=shutil.ignore_patterns(".edgefleet", "__pycache__"))
+    repo = git.Repo.init(top)
+    repo.git.symbolic_ref("HEAD", "refs/heads/main")
+    repo.git.add("--all")
+    actor = git.Actor("Fleet Operator", "ops@example.com")
+    repo.index.commit("fleet", author=actor, committer=actor)
+    return repo, top / "fleet"
+
+
+def test_commit_refuses_the_branch_the_fleet_is_on(fleet_git, compile_, tmp_path):
+    repo, fleet = fleet_git
+    head = repo.head.commit.hexsha
+    out = repo.working_tree_dir + "/out"
+    res = compile_(fleet, "--commit", "main", out=Path(out))
+    assert res.code == 1 and "E516" in res.err and "main" in res.err
+    assert repo.head.commit.hexsha == head and (fleet / "fleet.yaml").is_file()
+    assert not Path(out).exists()
+
+
+def test_commit_refuses_another_branch_that_holds_the_fleet(fleet_git, compile_, tmp_path):
+    repo, fleet = fleet_git
+    repo.git.branch("release-1")  # holds the fleet too
+    res = compile_(fleet, "--commit", "release-1", out=Path(repo.working_tree_dir) / "out")
+    assert res.code == 1 and "E516" in res.err and "fleet/fleet.yaml" in res.err
+    assert repo.commit("release-1").hexsha == repo.commit("main").hexsha
+
+
+def test_commit_to_a_branch_of_its_own_in_the_same_repository(fleet_git, compile_, tmp_path):
+    repo, fleet = fleet_git
+    out = Path(repo.working_tree_dir) / "out"
+    res = compile_(fleet, "--commit", "desired-state", out=out)
+    assert res.code == 0, res.err
+    tip = repo.commit("desired-state")
+    files = {b.path for b in tip.tree.traverse() if b.type == "blob"}
+    assert "metadata/timestamp.json" in files and not any(f.startswith("fleet/") for f in files)
+    assert repo.commit("main").tree / "fleet/fleet.yaml"
+
+
+# ---- the clock --------------------------------------------------------------------------------
+
+def _iso(when: datetime) -> str:
+    return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize(("offset_minutes", "allowed"), [(0, True), (-4, True), (10, False), (60 * 24 * 400, False)])
+def test_now_far_from_the_clock_needs_allow_clock_skew(fleet, run_cli, store, keys, tmp_path, offset_minutes,
+                                                       allowed):
+    from datetime import timedelta
+
+    now = _iso(datetime.now(timezone.utc) + timedelta(minutes=offset_minutes))
+    out = tmp_path / "out"
+    res = run_cli("compile", fleet, "--out", out, "--keys", keys, "--store", store, "--now", now)
+    if allowed:
+        assert res.code == 0, res.err
+    else:
+        assert res.code == 2 and "--allow-clock-skew" in res.err and not out.exists()
+        res = run_cli("compile", fleet, "--out", out, "--keys", keys, "--store", store, "--now", now,
+                      "--allow-clock-skew")
+        assert res.code == 0, res.err
+    # verify checks the same way
+    root = out / "metadata/1.root.json"
+    res = run_cli("verify", out, "--device", "sm-cart-001", "--root", root, "--now", now)
+    assert res.code == (0 if allowed else 2), res.err
+    if not allowed:
+        assert "--allow-clock-skew" in res.err
+
+
+# ---- what compile prints once -------------------------------------------------------------------
+
+def test_compile_does_not_repeat_validates_notes(fleet, compile_, run_cli):
+    validated = run_cli("validate", fleet)
+    res = compile_(fleet)
+    assert res.code == 0, res.err
+    assert "note[" not in res.err and "N30" not in res.err
+    # validate itself says each note once per class
+    codes = [ln for ln in validated.err.splitlines() if "note[N301]" in ln]
+    assert len(codes) == len(set(codes))

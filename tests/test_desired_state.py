@@ -260,13 +260,15 @@ def test_fast_identity_serialisation_is_rfc8785(labels):
     assert identity_json(device) == expected
 
 
-def test_streaming_with_release_devices_frees_the_inventory_and_gives_the_same_states(fleet_copy):
+def test_streaming_leaves_the_inventory_as_it_was_and_gives_the_same_states_twice(fleet_copy):
     repo = load(fleet_copy)
+    before = list(repo.devices)
     artifacts = synthetic_artifacts(repo)
-    kept = [(d.device_id, d.data) for d in prepare(repo, artifacts)[0].stream(lambda _: (0, None), 1)]
     compiler, _ = prepare(repo, artifacts)
-    released = [(d.device_id, d.data) for d in compiler.stream(lambda _: (0, None), 1, release_devices=True)]
-    assert released == kept and repo.devices == []
+    first = [(d.device_id, d.data) for d in compiler.stream(lambda _: (0, None), 1)]
+    second = [(d.device_id, d.data) for d in compiler.stream(lambda _: (0, None), 1)]
+    assert first == second and len(first) == len(before) == 48
+    assert repo.devices == before and all(a is b for a, b in zip(repo.devices, before))
 
 
 def test_release_counter_stays_for_same_bytes_and_grows_above_every_issued_one(example):

@@ -115,3 +115,51 @@ def test_explain_does_not_write_outside_the_cache(fleet_copy, run_cli):
     assert before == after
     assert list((fleet_copy / ".edgefleet/cache/analysis").glob("*.json"))
     shutil.rmtree(fleet_copy / ".edgefleet")
+
+
+@pytest.mark.parametrize("order", ["repo-first", "repo-last", "repo-middle"])
+def test_explain_takes_repo_in_any_position(fleet_copy, run_cli, order):
+    target, cls = "meter-digits@1.1.0", ["--class", "intel-lowpower-detector"]
+    args = {"repo-first": [fleet_copy, target, *cls], "repo-last": [target, *cls, fleet_copy],
+            "repo-middle": [target, fleet_copy, *cls]}[order]
+    res = run_cli("explain", *args, "--format", "json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["variant"] == "student"
+
+
+def test_explain_from_inside_the_fleet_needs_no_repo(fleet_copy, run_cli):
+    res = run_cli("explain", "meter-digits@1.1.0", "--class", "intel-lowpower-detector", cwd=fleet_copy / "models")
+    assert res.code == 0 and "selected: student" in res.out
+
+
+def test_explain_all_classes_shows_every_class(fleet_copy, run_cli):
+    res = run_cli("explain", "meter-digits@1.1.0", fleet_copy, "--all-classes", "--format", "json")
+    report = json.loads(res.out)
+    classes = sorted(p.stem for p in (fleet_copy / "hardware").glob("*.yaml"))
+    assert [r["hardware_class"] for r in report["classes"]] == classes and len(classes) == 4
+    assert report["fits"] == all(r["fits"] for r in report["classes"])
+    assert res.code == (0 if report["fits"] else 1)
+    text = run_cli("explain", "meter-digits@1.1.0", fleet_copy, "--all-classes")
+    for cls in classes:
+        assert f"on hardware class {cls} (" in text.out
+
+
+def test_explain_without_class_shows_the_classes_the_version_is_built_for(fleet_copy, run_cli):
+    from edgefleet.load.repo import read_repository
+    from edgefleet.rules.needs import needed_builds
+
+    repo, _ = read_repository(fleet_copy)
+    expected = sorted({n.hardware_class for n in needed_builds(repo) if n.version == "1.1.0"})
+    res = run_cli("explain", "meter-digits@1.1.0", fleet_copy, "--format", "json")
+    assert [r["hardware_class"] for r in json.loads(res.out)["classes"]] == expected and expected
+    assert all(r["build"]["status"] in ("built", "not built") for r in json.loads(res.out)["classes"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["meter-digits@1.1.0", "--all-classes", "--class", "medical-cart-cpu"], "not both"),
+    (["meter-digits@1.1.0", "nodir@x", "--class", "medical-cart-cpu"], "cannot tell"),
+    (["meter-digits@1.1.0", "--class", "medical-cart-cpu", "--class", "nope"], "unknown hardware class 'nope'"),
+], ids=["class-and-all", "two-targets", "second-class-unknown"])
+def test_explain_class_usage_errors(fleet_copy, run_cli, args, message):
+    res = run_cli("explain", *args, cwd=fleet_copy)
+    assert res.code == 2 and message in res.err, res.err

@@ -218,3 +218,71 @@ def test_markdown_caps_the_devices_listed_per_group(tmp_path):
     assert f"… and {len(biggest.devices) - 2} more" in text
     assert sum(line.startswith("| ~ |") for line in text.splitlines()) == 2 * len(plan.groups) - sum(
         len(g.devices) < 2 for g in plan.groups)
+
+
+def test_changes_show_old_and_new_values(fleet, run_cli, store):
+    edit(fleet / "rollouts/meter-digits-1-1.yaml", "current_wave: 0", "current_wave: 1")
+    plan = plan_json(run_cli, fleet, "--base", "HEAD", "--store", store)
+    change = plan["changes"][0]
+    [before], [after] = change["before"], change["after"]
+    values = {v["field"]: (v["old"], v["new"]) for v in change["values"]}
+    assert values["version"] == ("1.0.0", "1.1.0")
+    assert values["artifact"] == (before["artifact"], after["artifact"]) and before["artifact"] != after["artifact"]
+    if before["size"] != after["size"]:
+        assert values["size"] == (before["size"], after["size"])
+    else:
+        assert "size" not in values, "only what changed is listed"
+    assert before["wave"] == after["wave"] == "half" and "wave" not in values  # same wave, now live
+    assert values["live"] == ("no", "yes")
+    assert all(v["model"] == "meter-digits" for v in change["values"])
+    text = run_cli("plan", fleet, "--base", "HEAD", "--store", store).out
+    device = change["device_id"]
+    block = text[text.index(f"~ {device}:"):]
+    detail = block.splitlines()[1]
+    assert detail.strip().startswith("meter-digits: version 1.0.0 → 1.1.0")
+    assert f"artifact {before['artifact'][:16]} → {after['artifact'][:16]}" in detail
+    assert "live no → yes" in detail
+
+
+def test_added_and_removed_devices_show_values_from_and_to_nothing(fleet, run_cli, store):
+    path = fleet / "devices/st-marys-hospital.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    removed = lines[3].split(",")[0]
+    path.write_text("".join(lines[:3] + lines[4:]))
+    [change] = plan_json(run_cli, fleet, "--base", "HEAD", "--store", store)["changes"]
+    assert change["device_id"] == removed
+    values = {v["field"]: (v["old"], v["new"]) for v in change["values"]}
+    assert values["version"][1] is None and values["version"][0]
+
+
+@pytest.mark.parametrize("breakage", ["unknown-class", "bad-yaml", "bad-wave"])
+def test_a_pull_request_that_fixes_a_broken_base_is_still_planned(fleet, run_cli, store, breakage):
+    repo = git.Repo(fleet)
+    rel, old, new = {
+        "unknown-class": ("devices/plant-brno.yaml", "hardware_class: jetson-vision-standard",
+                          "hardware_class: jetson-vision-standart"),
+        "bad-yaml": ("models/meter-digits.yaml", "apiVersion: edgefleet/v1", "apiVersion: [edgefleet/v1"),
+        "bad-wave": ("rollouts/meter-digits-1-1.yaml", "current_wave: 0", "current_wave: 99"),
+    }[breakage]
+    good = (fleet / rel).read_text()
+    edit(fleet / rel, old, new)
+    commit(repo, "break the fleet")
+    (fleet / rel).write_text(good)  # the pull request fixes it
+    res = run_cli("plan", fleet, "--base", "HEAD", "--store", store)
+    assert res.code == 0, res.err
+    assert "the base HEAD has errors" in res.err and f"HEAD:{fleet}" not in res.out
+    assert "error[" in res.err and rel.split("/")[-1] in res.err
+    assert "does not validate" in res.out
+    data = plan_json(run_cli, fleet, "--base", "HEAD", "--store", store)
+    assert data["base_diagnostics"] and all(d["file"].startswith("HEAD:") for d in data["base_diagnostics"])
+    assert data["devices"]["after"] == 48 and data["devices"]["added"] == 48
+    # The other way round (a change that breaks the head) is still an error.
+    edit(fleet / rel, old, new)
+    res = run_cli("plan", fleet, "--base", "HEAD", "--store", store)
+    assert res.code == 1
+
+
+def test_plan_does_not_repeat_validates_notes(fleet, run_cli, store):
+    edit(fleet / "devices/plant-brno.yaml", 'labels: {line: "2"}', 'labels: {line: "9"}')
+    res = run_cli("plan", fleet, "--base", "HEAD", "--store", store)
+    assert res.code == 0 and "N301" not in res.err + res.out and "note[" not in res.err

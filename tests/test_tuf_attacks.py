@@ -361,19 +361,19 @@ def test_an_invalid_trusted_root_is_reported(case, root):
 def test_cli_verify_prints_the_desired_state(run_cli, case):
     root = case.meta("1.root.json")
     res = run_cli("verify", case.tree, "--device", A, "--root", root, "--class", "medical-cart-cpu",
-                  "--now", "2025-06-01T01:30:00Z", "--format", "json")
+                  "--now", "2025-06-01T01:30:00Z", "--allow-clock-skew", "--format", "json")
     assert res.code == 0, res.err
     payload = json.loads(res.out)
     assert payload["custom"]["release_counter"] == 2
     assert payload["desired_state"] == json.loads(target(A, 2).data)
-    res = run_cli("verify", case.tree, "--device", A, "--root", root, "--now", "2025-06-01T01:30:00Z")
+    res = run_cli("verify", case.tree, "--device", A, "--root", root, "--now", "2025-06-01T01:30:00Z", "--allow-clock-skew")
     assert res.code == 0 and res.out.encode() == target(A, 2).data
     assert "release counter 2" in res.err
 
 
 def test_cli_verify_names_the_attack_and_the_fix(run_cli, case):
     res = run_cli("verify", case.tree, "--device", A, "--root", case.meta("1.root.json"),
-                  "--now", "2025-06-03T00:00:00Z")
+                  "--now", "2025-06-03T00:00:00Z", "--allow-clock-skew")
     assert res.code == 1
     assert "error[E552]: freeze" in res.err and "= hint:" in res.err and "edgefleet compile" in res.err
 

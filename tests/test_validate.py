@@ -235,7 +235,11 @@ def test_default_repository_is_the_current_directory(fleet_copy, run_cli):
     assert res.code == 1 and "rollouts/meter-digits-1-1.yaml:" in res.err
 
 
-def test_default_falls_back_to_the_example_fleet(run_cli, tmp_path):
+def test_no_fleet_here_is_a_usage_error_and_the_example_only_by_name(run_cli, tmp_path):
+    # Issue 8: the example fleet is never used silently (it was before).
     res = run_cli("validate", cwd=tmp_path)
-    assert res.code == 0
-    assert "using the example fleet" in res.err
+    assert res.code == 2 and "no fleet.yaml" in res.err and "--example" in res.err
+    assert "using the example fleet" not in res.err
+    res = run_cli("validate", "--example", cwd=tmp_path)
+    assert res.code == 0, res.err
+    assert "valid (4 hardware classes, 1 models, 48 devices, 1 rollouts)" in res.out

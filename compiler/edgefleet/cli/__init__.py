@@ -16,12 +16,13 @@ import sys
 
 from edgefleet import __version__
 from edgefleet.core.diagnostics import DiagnosticError
+from edgefleet.pipeline.common import RequestError
 
 COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema"]
 
 
-class UsageError(Exception):
-    """Bad command-line usage (exit 2)."""
+class UsageError(RequestError):
+    """Bad command-line usage (exit 2); the pipeline's RequestError is reported the same way."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,16 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # A command that takes its words in any order (explain) also takes them after options.
+    words = getattr(args, "intermixed_words", None)
+    if extra and words is not None and not any(e.startswith("-") for e in extra):
+        setattr(args, words, getattr(args, words) + extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.run(args) or 0)
-    except UsageError as exc:
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away is noticed here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`edgefleet validate | head -1`): what it wanted it has.
+        _silence_stdout()
+        return 0
+    except RequestError as exc:
         print(f"edgefleet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except DiagnosticError as exc:
         from edgefleet.cli.output import emit
 
-        return emit(exc.diagnostics, getattr(args, "format", "text"))
+        try:
+            return emit(exc.diagnostics, getattr(args, "format", "text"), command=args.command)
+        except BrokenPipeError:
+            _silence_stdout()
+            return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -63,3 +80,13 @@ def main(argv: list[str] | None = None) -> int:
               "  = hint: this is a bug in edgefleet; rerun with EDGEFLEET_DEBUG=1 for a traceback "
               "and report it", file=sys.stderr)
         return 70
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (tests capture stdout): nothing will be flushed to a pipe

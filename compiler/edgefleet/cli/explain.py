@@ -1,124 +1,81 @@
-"""edgefleet explain MODEL@VERSION --class CLASS [REPO]: why a version fits a class, or not.
+"""edgefleet explain MODEL@VERSION [REPO] [--class CLASS... | --all-classes]: why a version fits a class, or not.
 
 Prints, per variant, the model's measured properties against the class's limits with
-pass/fail per line, and which variant is chosen and why. Exit 0 when a variant fits,
-1 when none does (or the repository cannot be read), 2 for an unknown model,
-version or class on the command line.
+pass/fail per line, which variant is chosen and why, and what the build in the
+artifact store shipped (recipe, and each recipe rejected with its reason). REPO and
+MODEL@VERSION may come in either order. Without --class: the classes the version is
+built for. Exit 0 when a variant fits every class shown, 1 when one does not (or the
+repository cannot be read), 2 for an unknown model, version or class.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
+from pathlib import Path
 
-from edgefleet.cli.output import add_format_argument, add_repo_argument, resolve_repo
+from edgefleet.cli.output import add_example_argument, add_format_argument, resolve_repo
 
 
 def register(sub) -> None:
     parser = sub.add_parser("explain", help="show why a model version fits a hardware class, or not",
                             description=__doc__)
-    parser.add_argument("target", metavar="MODEL@VERSION", help="e.g. meter-digits@1.1.0")
-    parser.add_argument("--class", dest="hardware_class", required=True, metavar="CLASS",
-                        help="hardware class name (hardware/*.yaml)")
-    add_repo_argument(parser)
+    parser.add_argument("words", nargs="+", metavar="MODEL@VERSION [REPO]",
+                        help="e.g. meter-digits@1.1.0 fleet (either order)")
+    parser.add_argument("--class", dest="hardware_class", action="append", default=[], metavar="CLASS",
+                        help="hardware class name (hardware/*.yaml); repeatable; default: the classes the "
+                             "version is built for")
+    parser.add_argument("--all-classes", action="store_true", help="show every hardware class of the fleet")
+    parser.add_argument("--store", default=None, metavar="DIR|URL",
+                        help="artifact store to read build records from (default: fleet.yaml artifact_store)")
+    add_example_argument(parser)
     add_format_argument(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, intermixed_words="words")
 
 
-def _unknown(what: str, name: str, known):
+def split_words(words: list[str]) -> tuple[str, str | None]:
+    """(MODEL@VERSION, REPO or None) from one or two words in either order: REPO is the directory."""
     from edgefleet.cli import UsageError
 
-    known = sorted(known)
-    guess = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean '{guess[0]}'?" if guess else f"known: {', '.join(known) or 'none'}"
-    return UsageError(f"{what} '{name}'; {hint}")
+    if len(words) == 1:
+        return words[0], None
+    if len(words) > 2:
+        raise UsageError(f"expected MODEL@VERSION and at most one REPO, got {' '.join(words)}")
+    first, second = words
+    if Path(first).is_dir() and not Path(second).is_dir():
+        return second, first
+    if Path(second).is_dir() and not Path(first).is_dir():
+        return first, second
+    if "@" in first and "@" not in second:
+        return first, second
+    if "@" in second and "@" not in first:
+        return second, first
+    raise UsageError(f"cannot tell which of '{first}' and '{second}' is MODEL@VERSION and which the fleet "
+                     "repository (REPO must be a directory)")
 
 
 def run(args) -> int:
-    from edgefleet.cli import UsageError
-    from edgefleet.core.diagnostics import DiagnosticError, has_errors
-    from edgefleet.load.repo import read_repository
+    from edgefleet.pipeline.explain import ExplainRequest, explain
 
-    model, sep, version = args.target.partition("@")
-    if not sep or not model or not version:
-        raise UsageError(f"'{args.target}': give MODEL@VERSION, e.g. meter-digits@1.1.0")
-    root = resolve_repo(args.repo)
-    repo, diags = read_repository(root)
-    errors = [d for d in diags if d.is_error]
-    missing = None
-    if model not in repo.models:
-        missing = _unknown("unknown model", model, repo.models)
-    elif version not in (versions := [v.version for v in repo.models[model].doc.spec.versions]):
-        missing = _unknown(f"model '{model}' has no version", version, versions)
-    elif args.hardware_class not in repo.hardware:
-        missing = _unknown("unknown hardware class", args.hardware_class, repo.hardware)
-    if missing is not None:
-        if has_errors(errors):  # the name may be in a document that failed to load
-            raise DiagnosticError(errors)
-        raise missing
-
-    from edgefleet.analysis.selection import choose_variant
-
-    choice = choose_variant(repo, model, version, args.hardware_class)
-    hw = repo.hardware[args.hardware_class].doc
-    report = _report(choice, hw)
+    target, repo = split_words(args.words)
+    root = resolve_repo(repo, args.example)
+    result = explain(ExplainRequest(root, target, tuple(args.hardware_class), args.all_classes, args.store))
     if args.format == "json":
-        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        if len(args.hardware_class) == 1:
+            payload = result.reports[0]
+        else:
+            payload = {"model": result.model, "version": result.version, "fits": result.fits,
+                       "classes": list(result.reports), "notes": list(result.notes)}
+        json.dump(payload, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        _print_text(report)
-    return 0 if choice.variant is not None else 1
-
-
-def _check_json(c) -> dict:
-    return {"check": c.name, "code": c.code, "status": c.status, "model": c.measured, "limit": c.limit,
-            "detail": c.detail if c.status != "pass" else ""}
-
-
-def _report(choice, hw) -> dict:
-    rt = hw.spec.runtime
-    return {
-        "model": choice.model,
-        "version": choice.version,
-        "hardware_class": choice.hardware_class,
-        "runtime": {"name": rt.name, "version": rt.version, "device": rt.device},
-        "fits": choice.variant is not None,
-        "variant": choice.variant.name if choice.variant else None,
-        "reasons": list(choice.reasons),
-        "accuracy_gate": _check_json(choice.gate) if choice.gate else None,
-        "variants": [
-            {
-                "name": fit.variant.name,
-                "source": fit.variant.source,
-                "fits": fit.fits,
-                "precision": fit.precision,
-                "checks": [_check_json(c) for c in fit.checks],
-                "notes": list(fit.notes),
-                "facts": _facts_json(fit.facts),
-            }
-            for fit in choice.fits
-        ],
-    }
-
-
-def _facts_json(facts) -> dict | None:
-    if facts is None:
-        return None
-    return {
-        "sha256": facts.sha256,
-        "file_size": facts.file_size,
-        "ir_version": facts.ir_version,
-        "opsets": facts.opsets,
-        "parameters": facts.parameter_count,
-        "operators": {op.key: op.count for op in facts.operators},
-        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape) if t.shape else None}
-                   for t in facts.inputs],
-        "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape) if t.shape else None}
-                    for t in facts.outputs],
-        "dynamic_dims": [{"input": n, "axis": a, "name": s} for n, a, s in facts.dynamic_dims()],
-        "native_precision": facts.native_precision,
-    }
+        for i, report in enumerate(result.reports):
+            if i:
+                print("\n" + "=" * 60 + "\n")
+            _print_text(report)
+        for note in result.notes:
+            print(f"note: {note}")
+    return 0 if result.fits else 1
 
 
 _RESULT = {"pass": "pass", "fail": "FAIL", "unchecked": "not checked", "warning": "warning"}
@@ -167,3 +124,23 @@ def _print_text(report: dict) -> None:
                   f"{report['hardware_class']}[/red]")
     for reason in report["reasons"]:
         console.print(f"  - {reason}", **text)
+    _print_build(console, report.get("build"))
+
+
+def _print_build(console, build) -> None:
+    if not build:
+        return
+    if build["status"] != "built":
+        console.print(f"build: {build['status']}: {build['detail']}", soft_wrap=True, markup=False)
+        return
+    size = build["size"]
+    shown = f"{size / 1024:.1f} KiB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.2f} MiB"
+    console.print(f"built: {build['variant']}, {build['recipe']} ({build['precision']}) "
+                  f"sha256:{build['digest'][:12]} {shown} (build record {build['key'][:12]})", soft_wrap=True,
+                  markup=False)
+    if not build["agrees"]:
+        console.print("  [yellow]the stored build took another variant than the one selected here[/yellow]",
+                      soft_wrap=True)
+    for attempt in build["attempts"]:
+        if not attempt["passed"]:
+            console.print(f"  rejected {attempt['recipe']}: {attempt['reason']}", soft_wrap=True, markup=False)

@@ -30,45 +30,27 @@ def register(sub) -> None:
 
 
 def run_init(args) -> int:
-    from edgefleet.signing import ROLES, SigningError
-    from edgefleet.signing.keys import init_keys
+    from edgefleet.pipeline.keys import init
 
-    target = Path(args.dir)
-    repo = _enclosing_fleet_repo(target)
-    if repo is not None:
-        raise SigningError("E505", f"refusing to create private keys inside the fleet repository {repo}",
-                           "put them outside the fleet repository (e.g. ~/.edgefleet/keys) or in a CI secret; "
-                           "`edgefleet compile` refuses a fleet repository that holds a private key", args.dir)
-    keys = init_keys(target)
+    made = init(Path(args.dir))
     print(f"created signing keys in {args.dir} (private keys mode 0600):")
-    for role in ROLES:
-        print(f"  {role:<10} {keys.keyid(role)}")
+    for role, keyid in made.keyids.items():
+        print(f"  {role:<10} {keyid}")
     print(f"next: keep {args.dir} out of git, back up root.key offline, and run "
           f"`edgefleet compile --keys {args.dir}`", file=sys.stderr)
     return 0
 
 
 def run_rotate(args) -> int:
-    from edgefleet.cli import UsageError
-    from edgefleet.signing.keys import PREVIOUS_DIR, rotate_key
+    from edgefleet.pipeline.keys import rotate
 
-    keys_dir = Path(args.keys)
-    if not keys_dir.is_dir():
-        raise UsageError(f"{args.keys}: no such key directory (make one with `edgefleet keys init DIR`)")
-    key = rotate_key(keys_dir, args.role)
-    print(f"rotated the {args.role} key in {args.keys}: new keyid {key.keyid}")
-    if args.role == "root":
-        print(f"the old root key is kept in {keys_dir / PREVIOUS_DIR}/: the next `edgefleet compile "
+    rotated = rotate(Path(args.keys), args.role)
+    print(f"rotated the {args.role} key in {args.keys}: new keyid {rotated.keyid}")
+    if rotated.previous_dir is not None:
+        print(f"the old root key is kept in {rotated.previous_dir}/: the next `edgefleet compile "
               f"--keys {args.keys}` signs the new root version with the old and the new key; delete "
               "the old one after that compile is pushed", file=sys.stderr)
     else:
         print(f"the old {args.role} key is deleted; the next `edgefleet compile --keys {args.keys}` "
               "publishes a root version that trusts only the new key", file=sys.stderr)
     return 0
-
-
-def _enclosing_fleet_repo(path: Path) -> Path | None:
-    for parent in [path.resolve(), *path.resolve().parents]:
-        if (parent / "fleet.yaml").is_file():
-            return parent
-    return None

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from edgefleet.cli.output import add_format_argument, add_repo_argument, emit, resolve_repo
+from edgefleet.cli.output import add_format_argument, add_repo_argument, emit, repo_of
 
 
 def register(sub) -> None:
@@ -16,19 +14,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from edgefleet.pipeline.validate import validate_repository
+    from edgefleet.pipeline.validate import validate
 
-    root = resolve_repo(args.repo)
-    repo, diags = validate_repository(root)
-    counts = {
-        "hardware_classes": len(repo.hardware),
-        "models": len(repo.models),
-        "devices": len(repo.devices),
-        "rollouts": len(repo.rollouts),
-    }
-    code = emit(diags, args.format, summary=counts)
+    result = validate(repo_of(args))
+    counts = result.counts
+    code = emit(list(result.diagnostics), args.format, command="validate", summary=counts)
     if code == 0 and args.format == "text":
-        print(f"{repo.display_root}: valid ({counts['hardware_classes']} hardware classes, "
-              f"{counts['models']} models, {counts['devices']} devices, {counts['rollouts']} rollouts)",
-              file=sys.stdout)
+        print(f"{result.repo.display_root}: valid ({counts['hardware_classes']} hardware classes, "
+              f"{counts['models']} models, {counts['devices']} devices, {counts['rollouts']} rollouts)")
     return code

@@ -26,7 +26,11 @@ def register(sub) -> None:
                         help="the trusted root metadata the device holds (e.g. DIR/metadata/1.root.json)")
     parser.add_argument("--class", dest="hardware_class", metavar="CLASS",
                         help="the device's hardware class; its target must be for this class")
-    parser.add_argument("--now", metavar="RFC3339", help="check expiry at this time (default: the clock)")
+    parser.add_argument("--now", metavar="RFC3339",
+                        help="check expiry at this time (default: the clock); more than 5 minutes from the "
+                             "clock needs --allow-clock-skew")
+    parser.add_argument("--allow-clock-skew", action="store_true",
+                        help="accept a --now far from this host's clock (checking an old or future tree on purpose)")
     parser.add_argument("--last-counter", type=int, metavar="N",
                         help="release counter the device last installed; a lower one is a rollback")
     parser.add_argument("--cache", metavar="DIR",
@@ -36,47 +40,27 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from edgefleet.cli import UsageError
-    from edgefleet.signing.verify import verify_device
+    from edgefleet.pipeline.common import check_clock, parse_time
+    from edgefleet.pipeline.verify import VerifyRequest, verify
 
-    tree = Path(args.dir)
-    if not tree.is_dir():
-        raise UsageError(f"{args.dir}: no such directory (give the tree `edgefleet compile --out` wrote)")
-    try:
-        trusted_root = Path(args.root).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{args.root}: cannot read the trusted root ({exc.strerror})") from None
-    now = _parse_now(args.now) if args.now else datetime.now(timezone.utc)
-    result = verify_device(tree, args.device, trusted_root, now, hardware_class=args.hardware_class,
-                           last_counter=args.last_counter,
-                           metadata_cache=Path(args.cache) if args.cache else None)
+    clock = datetime.now(timezone.utc)
+    now = clock
+    if args.now:
+        now = parse_time(args.now)
+        check_clock(now, clock, args.allow_clock_skew)
+    result = verify(VerifyRequest(Path(args.dir), args.device, Path(args.root), now, args.hardware_class,
+                                  args.last_counter, Path(args.cache) if args.cache else None))
     if args.format == "json":
-        try:
-            state = json.loads(result.data)
-        except ValueError:
-            state = None
-        payload = {"ok": True, "device": args.device, "path": result.path, "custom": result.custom,
-                   "versions": result.versions, "desired_state": state}
-        if state is None:
-            payload["desired_state_text"] = result.data.decode("utf-8", "replace")
+        payload = {"ok": True, "device": result.device, "path": result.path, "custom": result.custom,
+                   "versions": result.versions, "desired_state": result.state}
+        if result.state is None:
+            payload["desired_state_text"] = result.text
         json.dump(payload, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        text = result.data.decode("utf-8", "replace")
+        text = result.text
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         versions = ", ".join(f"{role} v{v}" for role, v in result.versions.items())
-        print(f"verified {result.path} for {args.device} (release counter "
+        print(f"verified {result.path} for {result.device} (release counter "
               f"{result.custom.get('release_counter')}; {versions})", file=sys.stderr)
     return 0
-
-
-def _parse_now(value: str) -> datetime:
-    from edgefleet.cli import UsageError
-
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"--now {value!r} is not an RFC 3339 time (e.g. 2025-06-01T12:00:00Z)") from None
-    if when.tzinfo is None:
-        raise UsageError(f"--now {value!r} has no time zone (add Z for UTC)")
-    return when.astimezone(timezone.utc)

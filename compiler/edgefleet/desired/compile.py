@@ -272,22 +272,14 @@ class FleetCompiler:
         ]
         self._workloads: dict[tuple, tuple[bytes, Assignment] | None] = {}
 
-    def stream(self, previous_release: PreviousRelease, next_release: int, *,
-               release_devices: bool = False) -> Iterator[CompiledDevice]:
-        """Every device in inventory order.
+    def stream(self, previous_release: PreviousRelease, next_release: int) -> Iterator[CompiledDevice]:
+        """Every device in inventory order; reads the inventory, never changes it.
 
-        With `release_devices`, each device leaves `repo.devices` as it is compiled (the
-        list is empty afterwards), so a million-device inventory is freed while the
-        publisher's own index of targets grows, instead of both peaking together.
+        Each state is made as it is asked for and not kept, so the caller (the publisher)
+        holds one device's bytes at a time beside the inventory.
         """
-        devices = self.repo.devices
-        if not release_devices:
-            for loaded in devices:
-                yield self.device(loaded.doc, previous_release, next_release)
-            return
-        devices.reverse()
-        while devices:
-            yield self.device(devices.pop().doc, previous_release, next_release)
+        for loaded in self.repo.devices:
+            yield self.device(loaded.doc, previous_release, next_release)
 
     def device(self, device: Device, previous_release: PreviousRelease = no_previous,
                next_release: int = 1) -> CompiledDevice:

@@ -26,8 +26,13 @@ from edgefleet.core.source import Location
 IDENTITY = ("edgefleet", "edgefleet@localhost")
 
 
-def _fail(code: str, message: str, where: str, hint: str) -> DiagnosticError:
-    return DiagnosticError([error(code, message, Location(where), hint)])
+def _fail(code: str, message: str, hint: str) -> DiagnosticError:
+    """A problem of the run (a flag, the git setup), not of one file: located nowhere."""
+    return DiagnosticError([_problem(code, message, hint)])
+
+
+def _problem(code: str, message: str, hint: str):
+    return error(code, message, Location(""), hint)
 
 
 def open_repo(path: Path) -> git.Repo | None:
@@ -62,12 +67,50 @@ def check_branch_name(branch: str) -> None:
     try:
         git.Git().check_ref_format("--branch", branch)
     except git.GitCommandError:
-        raise _fail("E515", f"'{branch}' is not a valid branch name", "--commit",
+        raise _fail("E515", f"--commit: '{branch}' is not a valid branch name",
                     "give a branch name such as desired-state") from None
 
 
-def commit_tree(out_dir: Path, branch: str, message: str, when: datetime) -> str | None:
-    """Commit the files of `out_dir` as the whole tree of `branch`; None if nothing changed.
+def _common_dir(repo: git.Repo) -> Path:
+    return Path(repo.common_dir).resolve()
+
+
+def check_commit_target(fleet_root: Path, out_dir: Path, branch: str) -> list:
+    """Refuse to commit the desired state onto the branch that holds the fleet itself.
+
+    commit_tree makes `branch` hold exactly the signed tree; on the fleet's own branch
+    (checked out in the fleet's work tree, or any branch whose tree holds this fleet)
+    that would replace the fleet with the tree.
+    """
+    fleet = open_repo(fleet_root)
+    out = open_repo(out_dir) if Path(out_dir).exists() else open_repo(Path(out_dir).parent)
+    if fleet is None or out is None or _common_dir(fleet) != _common_dir(out):
+        return []  # different repositories: the branch names cannot collide
+    hint = ("commit to a branch of its own (fleet.yaml's desired_state_branch, e.g. desired-state), "
+            "or make --out a worktree of that branch")
+    try:
+        current = fleet.git.symbolic_ref("-q", "--short", "HEAD")
+    except git.GitCommandError:
+        current = None  # detached HEAD
+    if current == branch:
+        return [_problem("E516", f"--commit {branch}: that is the branch the fleet repository is on", hint)]
+    try:
+        tip = fleet.commit(f"refs/heads/{branch}")
+    except (git.BadName, ValueError, git.GitCommandError):
+        return []  # a new branch
+    prefix = os.path.relpath(Path(fleet_root).resolve(), Path(fleet.working_tree_dir).resolve())
+    fleet_yaml = "fleet.yaml" if prefix == "." else f"{Path(prefix).as_posix()}/fleet.yaml"
+    try:
+        tip.tree / fleet_yaml
+    except KeyError:
+        return []
+    return [_problem("E516", f"--commit {branch}: that branch holds the fleet repository ({fleet_yaml})", hint)]
+
+
+def commit_tree(out_dir: Path, branch: str, message: str, when: datetime, files: list[str]) -> str | None:
+    """Commit `files` (relative to `out_dir`) as the whole tree of `branch`; None if nothing changed.
+
+    Only the files named are committed, never whatever else lies in `out_dir`.
 
     The git repository is the one holding `out_dir` (a worktree of the desired-state
     branch, typically), or a new one made in `out_dir`. If `out_dir` is a work tree with
@@ -89,7 +132,12 @@ def commit_tree(out_dir: Path, branch: str, message: str, when: datetime) -> str
         cmd = git.Git(str(out_dir))
         cmd.update_environment(**env)
         try:
-            cmd.add("--all", "--", ".")
+            listing = Path(tmp) / "files"
+            listing.write_bytes(b"".join(f.encode() + b"\0" for f in files))
+            # Literal paths, ignore rules not applied: exactly the published files, nothing more.
+            cmd.update_environment(GIT_LITERAL_PATHSPECS="1")
+            if files:
+                cmd.add("--force", f"--pathspec-from-file={listing}", "--pathspec-file-nul")
             tree = cmd.write_tree()
             try:
                 parent = cmd.rev_parse("--verify", "--quiet", ref)
@@ -101,8 +149,9 @@ def commit_tree(out_dir: Path, branch: str, message: str, when: datetime) -> str
             # Compare-and-swap: a concurrent commit to the branch makes this fail, not vanish.
             cmd.update_ref("-m", "edgefleet compile", ref, commit, parent or "0" * 40)
         except git.GitCommandError as exc:
-            raise _fail("E515", f"cannot commit the desired state to {branch}: {exc.stderr.strip() or exc}",
-                        str(out_dir), "check that the output directory is in a git repository you can write") from None
+            raise _fail("E515", f"--commit {branch}: cannot commit the desired state in {out_dir}: "
+                                f"{exc.stderr.strip() or exc}",
+                        "check that the output directory is in a git repository you can write") from None
     _sync_checked_out_index(out_dir, ref, commit)
     return commit
 
@@ -136,12 +185,12 @@ def extract_revision(repo_path: Path, rev: str, dest: Path) -> Revision:
     """Write the fleet repository at `repo_path` as of `rev` into `dest` (git archive)."""
     repo = open_repo(repo_path)
     if repo is None or repo.working_tree_dir is None:
-        raise _fail("E520", f"{repo_path} is not inside a git repository", str(repo_path),
+        raise _fail("E520", f"{repo_path} is not inside a git repository",
                     "plan compares two git revisions: run it in a clone of the fleet repository")
     try:
         commit = repo.commit(rev)
     except (git.BadName, ValueError, git.GitCommandError):
-        raise _fail("E521", f"unknown revision '{rev}'", str(repo_path),
+        raise _fail("E521", f"unknown revision '{rev}'",
                     "give a commit, branch or tag, e.g. --base origin/main (fetch it first in CI)") from None
     prefix = Path(os.path.relpath(Path(repo_path).resolve(), Path(repo.working_tree_dir).resolve())).as_posix()
     prefix = "" if prefix == "." else prefix

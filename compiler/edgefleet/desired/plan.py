@@ -24,6 +24,16 @@ NONE = "-"  # shown for a device in no rollout, or beyond the last wave
 
 
 @dataclass(frozen=True, slots=True)
+class ValueChange:
+    """One value of one workload that differs: old → new (None: the device had, or has, none)."""
+
+    model: str
+    field: str  # version | variant | artifact | size | wave | live | fallback
+    old: str | int | None
+    new: str | int | None
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceChange:
     device_id: str
     change: ChangeKind
@@ -37,6 +47,7 @@ class DeviceChange:
     state_bytes: int  # size of its new desired-state file (0 when removed)
     before: tuple[Assignment, ...] = ()
     after: tuple[Assignment, ...] = ()
+    values: tuple[ValueChange, ...] = ()  # old → new of what changed, per model
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,7 @@ def _change_json(change: DeviceChange) -> dict[str, Any]:
     out["before"] = [asdict(a) for a in change.before]
     out["after"] = [asdict(a) for a in change.after]
     out["what"] = list(change.what)
+    out["values"] = [asdict(v) for v in change.values]
     return out
 
 
@@ -122,13 +134,37 @@ def _change(old: CompiledDevice | None, new: CompiledDevice | None) -> DeviceCha
     if old is None:
         what = tuple(f"{a.model} {a.version} ({a.variant})" for a in new.assignments) or ("no model",)
         return DeviceChange(new.device_id, "added", new.hardware_class, new.site, rollout, wave, what,
-                            bool(new.assignments), _download(None, new), len(new.data), (), new.assignments)
+                            bool(new.assignments), _download(None, new), len(new.data), (), new.assignments,
+                            value_changes((), new.assignments))
     if new is None:
         return DeviceChange(old.device_id, "removed", old.hardware_class, old.site, rollout, wave,
-                            ("removed from the fleet",), False, 0, 0, old.assignments, ())
+                            ("removed from the fleet",), False, 0, 0, old.assignments, (),
+                            value_changes(old.assignments, ()))
     what, moves = _differences(old, new)
     return DeviceChange(new.device_id, "changed", new.hardware_class, new.site, rollout, wave, what, moves,
-                        _download(old, new), len(new.data), old.assignments, new.assignments)
+                        _download(old, new), len(new.data), old.assignments, new.assignments,
+                        value_changes(old.assignments, new.assignments))
+
+
+_VALUE_FIELDS = ("version", "variant", "artifact", "size", "wave", "live", "fallback")
+
+
+def _values(a: Assignment | None) -> dict[str, str | int | None]:
+    if a is None:
+        return dict.fromkeys(_VALUE_FIELDS)
+    return {"version": a.version, "variant": a.variant, "artifact": a.artifact, "size": a.size,
+            "wave": f"{a.rollout}/{a.wave or NONE}", "live": "yes" if a.live else "no", "fallback": a.fallback}
+
+
+def value_changes(before: tuple[Assignment, ...], after: tuple[Assignment, ...]) -> tuple[ValueChange, ...]:
+    """Every value that differs between the two sides, per model, in a fixed field order."""
+    old = {a.model: a for a in before}
+    new = {a.model: a for a in after}
+    out: list[ValueChange] = []
+    for model in sorted(old.keys() | new.keys()):
+        a, b = _values(old.get(model)), _values(new.get(model))
+        out += [ValueChange(model, f, a[f], b[f]) for f in _VALUE_FIELDS if a[f] != b[f]]
+    return tuple(out)
 
 
 def _differences(old: CompiledDevice, new: CompiledDevice) -> tuple[tuple[str, ...], bool]:
@@ -173,6 +209,7 @@ def _short(artifact: str | None) -> str:
     if artifact is None:
         return "none"
     return artifact[:16] if not artifact.startswith("key:") else "unbuilt " + artifact[4:16]
+
 
 
 def _changed_sections(old: bytes, new: bytes) -> list[str]:
@@ -277,8 +314,28 @@ def render_text(plan: Plan) -> str:
             change = by_id[device_id]
             tail = f"  [{human_bytes(change.download_bytes)}]" if change.download_bytes else ""
             lines.append(f"  {_MARK[change.change]} {device_id}: {'; '.join(change.what)}{tail}")
+            lines += [f"      {line}" for line in value_lines(change.values)]
     lines += [f"note: {n}" for n in plan.notes]
     return "\n".join(lines) + "\n"
+
+
+def _shown_value(field: str, value: str | int | None) -> str:
+    if value is None:
+        return NONE
+    if field == "size":
+        return human_bytes(int(value))
+    if field in ("artifact", "fallback"):
+        return _short(str(value))
+    return str(value)
+
+
+def value_lines(values: Iterable[ValueChange]) -> list[str]:
+    """`meter-digits: version 1.0.0 → 1.1.0, size 1.0 MiB → 17.5 KiB, ...`, one line per model."""
+    per_model: dict[str, list[str]] = {}
+    for v in values:
+        per_model.setdefault(v.model, []).append(
+            f"{v.field} {_shown_value(v.field, v.old)} → {_shown_value(v.field, v.new)}")
+    return [f"{model}: {', '.join(parts)}" for model, parts in per_model.items()]
 
 
 # GitHub refuses comments over 65536 characters; stay below with room for a workflow's header.

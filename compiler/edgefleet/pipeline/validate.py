@@ -1,16 +1,20 @@
 """`edgefleet validate`'s core: every check a fleet repository must pass.
 
 Each stage is a pure function of the loaded repository; this module lists them in
-the order they run. Later stages (model-vs-hardware constraints) add themselves here.
+the order they run. `validate` (a repository on disk) and `validate_files` (one given
+as bytes, e.g. a git revision for `plan`) run the same checks, so `plan`, `build`
+and `compile` never disagree with `validate`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
+from edgefleet.core.diagnostics import Diagnostic, has_errors, sorted_diagnostics
+from edgefleet.load.repo import FleetRepo, load_fleet, read_repository
 from edgefleet.rules.crossref import check_references
-from edgefleet.core.diagnostics import Diagnostic, sorted_diagnostics
-from edgefleet.load.repo import FleetRepo, read_repository
 
 
 def check_fleet(repo: FleetRepo) -> list[Diagnostic]:
@@ -25,3 +29,29 @@ def validate_repository(root: Path) -> tuple[FleetRepo, list[Diagnostic]]:
     diags = list(diags)
     diags += check_fleet(repo)
     return repo, sorted_diagnostics(diags)
+
+
+def validate_files(files: Mapping[str, bytes], root: Path, display_root: str) -> tuple[FleetRepo, list[Diagnostic]]:
+    """The same checks over a repository given as {relative path: bytes} (model files read from `root`)."""
+    repo, diags = load_fleet(files, root, display_root)
+    return repo, sorted_diagnostics([*diags, *check_fleet(repo)])
+
+
+@dataclass(frozen=True)
+class Validation:
+    repo: FleetRepo
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"hardware_classes": len(self.repo.hardware), "models": len(self.repo.models),
+                "devices": len(self.repo.devices), "rollouts": len(self.repo.rollouts)}
+
+
+def validate(root: Path) -> Validation:
+    repo, diags = validate_repository(root)
+    return Validation(repo, tuple(diags))
