@@ -26,17 +26,13 @@ from typing import Any, Mapping
 from edgefleet.core.diagnostics import Diagnostic, error
 from edgefleet.core.source import Location
 from edgefleet.pipeline.common import RequestError, run_error, run_steps, without_notes
+from edgefleet.signing.layout import is_tree_file
 
 # `--commit` without a branch: fleet.yaml's desired_state_branch.
 DEFAULT_BRANCH = object()
 
 # Files a publish leaves in a tree (signing.layout): the root chain, timestamp, snapshot and
 # targets versions, hash bins (flat or sharded), and content-addressed device targets.
-_TREE_FILE = re.compile(
-    r"^(?:metadata/(?:\d+\.root|timestamp|\d+\.snapshot|\d+\.targets)\.json"
-    r"|metadata/(?:bins/[0-9a-f]{2}/)?\d+\.bins-[0-9a-f]+\.json"
-    r"|targets/devices/(?:[0-9a-f]{3}/)?[0-9a-f]{64}\.[a-z0-9][a-z0-9._-]*\.json)$")
-
 
 @dataclass(frozen=True)
 class CompileRequest:
@@ -276,6 +272,6 @@ def published_files(out: Path) -> list[str]:
         for name in filenames:
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, out).replace(os.sep, "/")
-            if _TREE_FILE.match(rel) and not os.path.islink(path) and os.path.isfile(path):
+            if is_tree_file(rel) and not os.path.islink(path) and os.path.isfile(path):
                 found.append(rel)
     return sorted(found)

@@ -27,6 +27,12 @@ BINS_PREFIX = "bins"
 TARGET_SHARD_HEX = 3          # 16**3 = 4,096 target shards
 BIN_SHARD_HEX = 2             # metadata/bins/<2 hex>/
 
+# Every file a published tree may hold, and nothing else (what `compile --commit` commits).
+TREE_FILE = re.compile(
+    r"^(?:metadata/(?:\d+\.root|timestamp|\d+\.snapshot|\d+\.targets)\.json"
+    r"|metadata/" + BINS_PREFIX + r"/[0-9a-f]{1,%d}/\d+\." % BIN_SHARD_HEX + BINS_PREFIX + r"-[0-9a-f]+\.json"
+    r"|targets/devices/[0-9a-f]{%d}/[0-9a-f]{64}\.[a-z0-9][a-z0-9._-]*\.json)$" % TARGET_SHARD_HEX)
+
 _BIN_NAME = re.compile(r"^(?:(\d+)\.)?" + BINS_PREFIX + r"-([0-9a-f]+)\.json$")
 
 
@@ -59,6 +65,11 @@ def bin_for_target(target_path: str, bit_length: int) -> str:
     number = int.from_bytes(hashlib.sha256(target_path.encode()).digest()[:4], "big") >> (32 - bit_length)
     width = len(f"{(1 << bit_length) - 1:x}")
     return f"{BINS_PREFIX}-{number:0{width}x}"
+
+
+def is_tree_file(rel: str) -> bool:
+    """Whether a tree-relative path names a file of the published tree's layout."""
+    return TREE_FILE.match(rel) is not None
 
 
 def device_sparse_dirs(device_id: str, bit_length: int | None) -> list[str]:
