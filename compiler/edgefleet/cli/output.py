@@ -12,8 +12,10 @@ from edgefleet.cli.render import render_github, render_json, render_text, summar
 
 
 def example_fleet() -> Path:
-    """The example fleet shipped beside the package in a source checkout."""
-    return Path(__file__).resolve().parents[3] / "fleet"
+    """The example fleet (package data; see `core.resources.example_fleet`)."""
+    from edgefleet.core.resources import example_fleet as packaged_example_fleet
+
+    return packaged_example_fleet()
 
 
 def add_repo_argument(parser: argparse.ArgumentParser) -> None:
