@@ -15,13 +15,10 @@ import os
 import sys
 
 from edgefleet import __version__
+from edgefleet.cli.output import UsageError  # re-exported: commands raise it (defined there: no import cycle)
 from edgefleet.core.diagnostics import DiagnosticError
 
 COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema"]
-
-
-class UsageError(Exception):
-    """Bad command-line usage (exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,10 @@ from edgefleet.core.diagnostics import Diagnostic, has_errors
 from edgefleet.cli.render import render_github, render_json, render_text, summary
 
 
+class UsageError(Exception):
+    """Bad command-line usage (exit 2)."""
+
+
 def example_fleet() -> Path:
     """The example fleet (package data; see `core.resources.example_fleet`)."""
     from edgefleet.core.resources import example_fleet as packaged_example_fleet
@@ -29,8 +33,6 @@ def add_format_argument(parser: argparse.ArgumentParser, choices=("text", "json"
 
 
 def resolve_repo(value: str | None) -> Path:
-    from edgefleet.cli import UsageError
-
     if value is None:
         here = Path.cwd()
         if (here / "fleet.yaml").is_file():
