@@ -220,10 +220,22 @@ _ARGS = "['-q', '-p', 'no:cacheprovider', 'tests/test_codes.py']"
 
 @pytest.mark.parametrize("command", [
     ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_codes.py"],  # puts the root on sys.path
-    ["-c", f"import sys, pytest; sys.exit(pytest.main({_ARGS}))"],  # what the `pytest` script does: it does not
+    ["-P", "-c", f"import sys, pytest; sys.exit(pytest.main({_ARGS}))"],  # as the `pytest` script: no root on sys.path
 ], ids=["python-m-pytest", "pytest"])
 def test_pytest_runs_from_the_root_without_pythonpath(command):
     proc = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=_clean_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+def test_compile_side_command_on_a_device_install_names_the_extra(tmp_path):
+    """Without onnx (a device install), a cold `validate` exits 2 with the extra to install."""
+    from edgefleet.core.resources import copy_example_fleet
+
+    fleet = copy_example_fleet(tmp_path / "fleet")  # no analysis cache: validate must parse models
+    code = ("import sys; sys.modules['onnx'] = None  # as if not installed\n"
+            "from edgefleet.cli import main; sys.exit(main(['validate', sys.argv[1]]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(fleet)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'edgefleet[compiler]'" in proc.stderr and "internal error" not in proc.stderr

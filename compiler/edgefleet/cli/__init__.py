@@ -56,7 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug in edgefleet, never a bad input: keep it short
         if os.environ.get("EDGEFLEET_DEBUG"):
             raise
+        missing = _missing_extra(exc)
+        if missing:
+            print(f"edgefleet {args.command}: error: {missing}", file=sys.stderr)
+            return 2
         print(f"edgefleet {args.command}: internal error: {type(exc).__name__}: {exc}\n"
               "  = hint: this is a bug in edgefleet; rerun with EDGEFLEET_DEBUG=1 for a traceback "
               "and report it", file=sys.stderr)
         return 70
+
+
+# Top-level modules of the optional extras (pyproject.toml) -> the extra that installs them.
+EXTRAS = {"onnx": "compiler", "jinja2": "compiler", "rich": "compiler", "openvino": "openvino",
+          "nncf": "openvino", "boto3": "s3", "tensorrt": "tensorrt"}
+
+
+def _missing_extra(exc: Exception) -> str:
+    """A device install running a compile-side command: say which extra to install."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return ""
+    extra = EXTRAS.get((exc.name or "").split(".")[0])
+    if extra is None:
+        return ""
+    return (f"this command needs {exc.name}, which this install does not have\n"
+            f"  = hint: pip install 'edgefleet[{extra}]' (the base package is the device side)")
