@@ -70,10 +70,19 @@ def is_source_checkout() -> bool:
 
 def schema_dir() -> Path:
     """The real folder of the packaged schemas (a private copy if the package is not on disk)."""
-    node = _node(SCHEMAS)
+    return _real_dir(SCHEMAS)
+
+
+def template_dir() -> Path:
+    """The real folder of the packaged templates (for tools that want files; code uses template_text)."""
+    return _real_dir(TEMPLATES)
+
+
+def _real_dir(folder: str) -> Path:
+    node = _node(folder)
     if isinstance(node, Path):
         return node.resolve()
-    return _materialize(node, _cache_root() / "schemas")
+    return _materialize(node, _cache_root() / folder)
 
 
 def example_fleet() -> Path:

@@ -31,8 +31,8 @@ class RuntimeConfigError(Exception):
 
 
 def templates_dir() -> Path:
-    """Where the packaged templates are (for messages; templates are read through `resources`)."""
-    return Path(resources.TEMPLATES)
+    """The folder of the packaged templates (the environment reads them through `resources`)."""
+    return resources.template_dir()
 
 
 def _packaged(name: str) -> tuple[str, str, Any] | None:
