@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,11 @@ if os.environ.get("CI"):
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_FLEET = ROOT / "fleet"
+# pyproject's `pythonpath` puts compiler/ first for this process; subprocesses the tests start
+# (`python -m edgefleet`, the `edgefleet` script) must import the same source, not an install.
+_SOURCE = str(ROOT / "compiler")
+if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != _SOURCE:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_SOURCE, os.environ.get("PYTHONPATH")]))
 SHARED = ROOT.parent / "shared"
 SIGSTORE_TESTDATA = SHARED / "testdata" / "sigstore"
 
@@ -30,12 +34,34 @@ class CliResult:
     err: str
 
 
+@pytest.fixture(scope="session")
+def example_analysis_cache(tmp_path_factory) -> Path:
+    """The example fleet's analysis cache, made once per session by a real validation.
+
+    Every copy of the fleet starts with it, as a checkout that was validated before does: the
+    entries are keyed by the models' sha256 and checked (see analysis/cache.py), so a test that
+    changes a model simply misses the cache. Without it each copy would analyse cold again."""
+    from edgefleet.analysis.cache import CACHE_DIR
+    from edgefleet.cli import main
+    from edgefleet.core.resources import copy_example_fleet
+
+    fleet = copy_example_fleet(tmp_path_factory.mktemp("warm") / "fleet")
+    main(["validate", str(fleet), "--format", "json"])
+    return fleet / CACHE_DIR
+
+
 @pytest.fixture
-def fleet_copy(tmp_path: Path) -> Path:
-    """A writable copy of the example fleet (without the helper script's caches)."""
-    dest = tmp_path / "fleet"
-    shutil.copytree(EXAMPLE_FLEET, dest, ignore=shutil.ignore_patterns(".edgefleet", "__pycache__"))
-    return dest
+def fleet_copy(tmp_path: Path, example_analysis_cache: Path) -> Path:
+    """A writable copy of the packaged example fleet (no build outputs; a warm analysis cache)."""
+    import shutil
+
+    from edgefleet.analysis.cache import CACHE_DIR
+    from edgefleet.core.resources import copy_example_fleet
+
+    fleet = copy_example_fleet(tmp_path / "fleet")
+    if example_analysis_cache.is_dir():
+        shutil.copytree(example_analysis_cache, fleet / CACHE_DIR)
+    return fleet
 
 
 @pytest.fixture

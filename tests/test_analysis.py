@@ -53,13 +53,6 @@ def weight_arrays(model: onnx.ModelProto) -> list[np.ndarray]:
     return arrays
 
 
-@pytest.fixture(autouse=True)
-def _cold_memo():
-    cache_mod.clear_memory()
-    yield
-    cache_mod.clear_memory()
-
-
 # ------------------------------------------------------------------ meter-digits
 
 
@@ -216,7 +209,6 @@ def test_cache_is_written_by_sha256_and_read_without_parsing(tmp_path, monkeypat
     record = json.loads(record_path.read_text())
     assert record["sha256"] == first.sha256 and record["facts"]["parameter_count"] == first.facts.parameter_count
 
-    cache_mod.clear_memory()
 
     def no_parsing(path):
         raise AssertionError("the cache should have answered")
@@ -255,7 +247,6 @@ def test_corrupt_cache_files_are_ignored_and_rewritten(tmp_path, kind):
     else:
         data = CORRUPT_RECORDS[kind]
     record_path.write_bytes(data)
-    cache_mod.clear_memory()
     again = Analyzer(root).analyse("m/student.onnx")
     assert again.facts == good.facts
     assert json.loads(record_path.read_text())["facts"] == good.facts.model_dump(mode="json")
@@ -279,7 +270,6 @@ def test_activation_estimates_are_cached_per_shape(tmp_path, monkeypatch):
     one = analyzer.activations(analysis, {"image": (1, 1, 8, 8)})
     eight = analyzer.activations(analysis, {"image": (8, 1, 8, 8)})
     assert eight.peak_bytes["fp32"] == 8 * one.peak_bytes["fp32"]
-    cache_mod.clear_memory()
     monkeypatch.setattr(cache_mod, "activation_estimate", lambda *a: pytest.fail("recomputed"))
     analyzer = Analyzer(root)
     assert analyzer.activations(analyzer.analyse("m/full.onnx"), {"image": (8, 1, 8, 8)}) == eight
@@ -440,7 +430,6 @@ def test_damaged_model_bytes_never_crash_the_analysis(edits, truncate):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "m.onnx").write_bytes(bytes(data))
-        cache_mod.clear_memory()
         analyzer = Analyzer(root)
         result = analyzer.analyse("m.onnx")
         assert (result.facts is None) == bool(result.error)

@@ -7,11 +7,18 @@ the activation estimate per set of input shapes, and each runtime's support answ
 neither parses the model nor imports onnx, onnxruntime or OpenVINO.
 
 The cache is an optimisation, never a source of truth: a file that is missing,
-unreadable, from another cache schema or another onnx version, or that does not
-validate, is ignored and rewritten; a cache directory that cannot be written is
-silently skipped. Writes go through a temporary file and `os.replace`, so a reader
-never sees half a record. The same results are also memoised in this process, so
-validating many copies of one fleet (as tests do) analyses each model once.
+unreadable, from another cache schema or another onnx version, that does not validate, that
+is about another model's digest, or whose own digest (`entry_sha256`, over the canonical JSON
+of the rest of the entry) does not match, is ignored and rewritten; a cache directory that
+cannot be written is skipped. So an edited cache file cannot change a verdict, only cost a
+re-analysis. (The digest catches edits and corruption, not a forger who recomputes it: treat
+`.edgefleet/` like the checkout it sits in.) Writes go through a temporary file and
+`os.replace`, so a reader never sees half a record.
+
+In memory, an `AnalysisMemory` keeps hashes, records and parsed models between analyses of one
+run. It is an explicit object with bounds, owned by the `Analyzer` (one per run by default) or
+passed in by a caller that wants to share it; nothing is kept at module level, so a long-running
+process (the agent, the simulator) does not grow with every run.
 """
 
 from __future__ import annotations
@@ -20,32 +27,28 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from edgefleet.analysis.onnx_facts import (ActivationEstimate, ModelFacts, ModelReadError, activation_estimate,
                                            model_facts, read_model)
+from edgefleet.analysis.runtime_support import KernelIndex, installed_onnxruntime_kernels
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2  # 2: entries carry their own digest
 CACHE_DIR = Path(".edgefleet") / "cache" / "analysis"
 _CHUNK = 1 << 20
 
 M = TypeVar("M", bound=BaseModel)
-
-# Process-wide memo: sha256 -> record (the same dict that is written to disk),
-# and the path + stat of each hashed file -> its sha256.
-_RECORDS: dict[str, dict] = {}
-_HASHES: dict[str, tuple[tuple[int, int, int], str]] = {}
-# sha256 -> stripped ModelProto, kept for activation estimates of further shapes.
-_PROTOS: dict[str, object] = {}
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-@lru_cache(maxsize=None)
 def tool_version(package: str) -> str:
+    """The installed version of `package` ("" when it is not installed); not memoised here."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -54,27 +57,91 @@ def tool_version(package: str) -> str:
         return ""
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (memoised per path, size, mtime and inode)."""
+class BoundedMemo(Generic[K, V]):
+    """A least-recently-used map that holds at most `limit` entries."""
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> V:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+        return value
+
+    def pop(self, key: K) -> None:
+        self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_NO_KERNELS = object()
+
+
+class AnalysisMemory:
+    """What analyses keep in memory between calls: file hashes, cache records, parsed models
+    (the largest: a stripped ModelProto per model), tool versions and the onnxruntime kernels.
+    Every part is bounded."""
+
+    def __init__(self, records: int = 256, models: int = 4, hashes: int = 4096):
+        self.records: BoundedMemo[str, dict] = BoundedMemo(records)  # sha256 -> cache record
+        self.models: BoundedMemo[str, object] = BoundedMemo(models)  # sha256 -> stripped ModelProto
+        # resolved path -> ((size, mtime_ns, inode), sha256)
+        self.hashes: BoundedMemo[str, tuple[tuple[int, int, int], str]] = BoundedMemo(hashes)
+        self.versions: BoundedMemo[str, str] = BoundedMemo(64)  # package -> version
+        self._kernels: object = _NO_KERNELS
+
+    def tool_version(self, package: str) -> str:
+        hit = self.versions.get(package)
+        return hit if hit is not None else self.versions.put(package, tool_version(package))
+
+    def kernels(self) -> KernelIndex | None:
+        """The onnxruntime CPU kernels installed here, asked once per memory."""
+        if self._kernels is _NO_KERNELS:
+            self._kernels = installed_onnxruntime_kernels()
+        return self._kernels  # type: ignore[return-value]
+
+
+def sha256_file(path: Path, hashes: BoundedMemo | None = None) -> str:
+    """Hex sha256 of a file, read in chunks (memoised in `hashes` per path, size, mtime and inode)."""
     st = path.stat()
     stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
     key = str(path.resolve())
-    hit = _HASHES.get(key)
+    hit = hashes.get(key) if hashes is not None else None
     if hit and hit[0] == stamp:
         return hit[1]
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
-    _HASHES[key] = (stamp, digest.hexdigest())
-    return _HASHES[key][1]
+    if hashes is not None:
+        hashes.put(key, (stamp, digest.hexdigest()))
+    return digest.hexdigest()
+
+
+def entry_digest(record: dict) -> str:
+    """sha256 of an entry's canonical JSON without its own digest field."""
+    body = {k: v for k, v in record.items() if k != "entry_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class AnalysisCache:
     """JSON records per sha256 in one directory (None: keep nothing on disk)."""
 
-    def __init__(self, directory: Path | None):
+    def __init__(self, directory: Path | None, onnx_version: Callable[[], str] = lambda: tool_version("onnx")):
         self.directory = directory
+        self._onnx_version = onnx_version
 
     def _path(self, sha256: str) -> Path | None:
         return None if self.directory is None else self.directory / f"{sha256}.json"
@@ -88,19 +155,20 @@ class AnalysisCache:
         except (OSError, UnicodeDecodeError, ValueError):
             return None
         if (not isinstance(record, dict) or record.get("schema") != CACHE_SCHEMA
-                or record.get("sha256") != sha256 or record.get("onnx") != tool_version("onnx")
-                or not isinstance(record.get("facts"), dict)):
+                or record.get("sha256") != sha256 or record.get("entry_sha256") != entry_digest(record)
+                or record.get("onnx") != self._onnx_version()
+                or not isinstance(record.get("facts"), dict) or record["facts"].get("sha256") != sha256
+                or not all(isinstance(record.get(key), dict) for key in ("activations", "support"))):
             return None
-        for key in ("activations", "support"):
-            if not isinstance(record.get(key), dict):
-                record[key] = {}
+        del record["entry_sha256"]
         return record
 
     def store(self, sha256: str, record: dict) -> None:
         path = self._path(sha256)
         if path is None:
             return
-        data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+        sealed = {**record, "entry_sha256": entry_digest(record)}
+        data = json.dumps(sealed, sort_keys=True, separators=(",", ":")).encode()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sha256[:16]}.", suffix=".tmp")
@@ -128,10 +196,15 @@ class FileAnalysis:
 class Analyzer:
     """Analysis of the model files of one repository, cached by content."""
 
-    def __init__(self, root: Path, cache_dir: Path | None | bool = True):
+    def __init__(self, root: Path, cache_dir: Path | None | bool = True, memory: AnalysisMemory | None = None):
         self.root = root
+        self.memory = memory if memory is not None else AnalysisMemory()
         directory = (root / CACHE_DIR) if cache_dir is True else (cache_dir or None)
-        self.cache = AnalysisCache(directory if isinstance(directory, Path) else None)
+        self.cache = AnalysisCache(directory if isinstance(directory, Path) else None,
+                                   lambda: self.memory.tool_version("onnx"))
+
+    def tool_version(self, package: str) -> str:
+        return self.memory.tool_version(package)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -141,7 +214,7 @@ class Analyzer:
         if not path.is_file():
             return FileAnalysis(rel, None, None, "file does not exist")
         try:
-            sha = sha256_file(path)
+            sha = sha256_file(path, self.memory.hashes)
         except OSError as exc:
             return FileAnalysis(rel, None, None, f"cannot be read: {exc.strerror or exc}")
         record = self._record(sha)
@@ -149,7 +222,7 @@ class Analyzer:
             try:
                 return FileAnalysis(rel, sha, ModelFacts.model_validate(record["facts"]))
             except ValidationError:
-                _RECORDS.pop(sha, None)
+                self.memory.records.pop(sha)
         try:
             proto, size, checker_error = read_model(path)
         except ModelReadError as exc:
@@ -158,10 +231,10 @@ class Analyzer:
             facts = model_facts(proto, sha256=sha, file_size=size, checker_error=checker_error)
         except Exception as exc:  # a file that parses but holds nonsense is bad input, not a crash
             return FileAnalysis(rel, sha, None, f"not an analysable ONNX model ({type(exc).__name__}: {exc})")
-        _PROTOS[sha] = proto
-        record = {"schema": CACHE_SCHEMA, "sha256": sha, "onnx": tool_version("onnx"),
+        self.memory.models.put(sha, proto)
+        record = {"schema": CACHE_SCHEMA, "sha256": sha, "onnx": self.tool_version("onnx"),
                   "facts": facts.model_dump(mode="json"), "activations": {}, "support": {}}
-        _RECORDS[sha] = record
+        self.memory.records.put(sha, record)
         self.cache.store(sha, record)
         return FileAnalysis(rel, sha, facts)
 
@@ -170,12 +243,12 @@ class Analyzer:
         key = ";".join(f"{name}={'x'.join(map(str, dims))}" for name, dims in sorted(shapes.items()))
 
         def compute() -> ActivationEstimate:
-            proto = _PROTOS.get(analysis.sha256)
+            proto = self.memory.models.get(analysis.sha256)
             try:
                 if proto is None:
                     proto, size, _ = read_model(self.path(analysis.rel))
                     model_facts(proto, sha256=analysis.sha256, file_size=size)  # strips the payloads
-                    _PROTOS[analysis.sha256] = proto
+                    self.memory.models.put(analysis.sha256, proto)
                 return activation_estimate(proto, shapes)
             except Exception as exc:  # the file changed since it was hashed, or inference broke
                 return ActivationEstimate(input_shapes=tuple(sorted(shapes.items())), peak_bytes={}, tensors=0,
@@ -201,18 +274,11 @@ class Analyzer:
         return value
 
     def _record(self, sha256: str) -> dict | None:
-        record = _RECORDS.get(sha256)
+        record = self.memory.records.get(sha256)
         if record is None:
             record = self.cache.load(sha256)
             if record is not None:
-                _RECORDS[sha256] = record
+                self.memory.records.put(sha256, record)
         elif self.cache.directory is not None and not (self.cache.directory / f"{sha256}.json").is_file():
             self.cache.store(sha256, record)  # known in this process; give this repository its copy
         return record
-
-
-def clear_memory() -> None:
-    """Forget this process's memo (tests use it to measure cold analysis)."""
-    _RECORDS.clear()
-    _HASHES.clear()
-    _PROTOS.clear()

@@ -14,15 +14,13 @@ why a variant was taken or skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.analysis.cache import Analyzer, FileAnalysis, tool_version
+from edgefleet.analysis.cache import Analyzer, FileAnalysis
 from edgefleet.analysis.constraints import (Check, RecipeChain, VariantEvidence, VariantFit, bind_inputs, choose,
                                             evaluate_variant, gate_check, recipe_chain)
-from edgefleet.analysis.runtime_support import (KernelIndex, OpenVinoProbe, RuntimeSupport,
-                                                installed_onnxruntime_kernels, onnxruntime_support,
+from edgefleet.analysis.runtime_support import (OpenVinoProbe, RuntimeSupport, onnxruntime_support,
                                                 openvino_support, probe_openvino, tensorrt_support)
 from edgefleet.load.repo import FleetRepo
 from edgefleet.rules.digests import digest_mismatch
@@ -48,15 +46,12 @@ class VariantChoice:
         return next((f for f in self.fits if f.variant.name == self.variant.name), None)
 
 
-_ANALYZERS: dict[str, Analyzer] = {}
-
-
 def analyzer_for(repo: FleetRepo) -> Analyzer:
-    """One analyzer per repository root, caching under <root>/.edgefleet/cache/analysis."""
-    key = str(repo.root.resolve())
-    if key not in _ANALYZERS:
-        _ANALYZERS[key] = Analyzer(repo.root)
-    return _ANALYZERS[key]
+    """A new analyzer for the repository, caching under <root>/.edgefleet/cache/analysis.
+
+    There is no registry: a caller that analyses several times in one run creates one analyzer
+    and passes it on; what it keeps in memory is bounded and goes when the caller drops it."""
+    return Analyzer(repo.root)
 
 
 def choose_variant(repo: FleetRepo, model: str, version: str, hardware_class: str,
@@ -95,10 +90,10 @@ def runtime_support(analyzer: Analyzer, analysis: FileAnalysis, hw: HardwareClas
     if runtime.name == "tensorrt":
         return tensorrt_support(facts, runtime)
     if runtime.name == "onnxruntime":
-        key = f"onnxruntime {tool_version('onnxruntime')} pin {runtime.version} {runtime.device}"
+        key = f"onnxruntime {analyzer.tool_version('onnxruntime')} pin {runtime.version} {runtime.device}"
         return analyzer.memo(analysis.sha256, "support", key, RuntimeSupport,
-                             lambda: onnxruntime_support(facts, runtime, _kernels()))
-    key = f"openvino-probe {tool_version('openvino')} {runtime.device}"
+                             lambda: onnxruntime_support(facts, runtime, analyzer.memory.kernels()))
+    key = f"openvino-probe {analyzer.tool_version('openvino')} {runtime.device}"
     probe = analyzer.memo(analysis.sha256, "support", key, OpenVinoProbe,
                           lambda: probe_openvino(analyzer.path(analysis.rel), runtime.device))
     return openvino_support(facts, runtime, probe)
@@ -127,7 +122,3 @@ def source_node_names(analyzer: Analyzer, rel: str) -> frozenset[str] | None:
     except Exception:  # the file changed since it was hashed: the build's own check still runs
         return None
 
-
-@lru_cache(maxsize=1)
-def _kernels() -> KernelIndex | None:
-    return installed_onnxruntime_kernels()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -81,8 +80,8 @@ def _sign_dsse(statement: bytes, identity: Any) -> bytes:  # pragma: no cover - 
         return signer.sign_dsse(dsse.Statement(statement)).to_json().encode()
 
 
-@lru_cache(maxsize=1)
 def _signing_context():  # pragma: no cover - fetches Sigstore's trust config over TUF
+    # Not memoised: one signature per build job, and no process should keep it between runs.
     from sigstore.models import ClientTrustConfig
     from sigstore.sign import SigningContext
 

@@ -15,14 +15,11 @@ import os
 import sys
 
 from edgefleet import __version__
+from edgefleet.cli.output import UsageError  # re-exported: commands raise it (defined there: no import cycle)
 from edgefleet.core.diagnostics import DiagnosticError
 from edgefleet.pipeline.common import RequestError
 
 COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema"]
-
-
-class UsageError(RequestError):
-    """Bad command-line usage (exit 2); the pipeline's RequestError is reported the same way."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug in edgefleet, never a bad input: keep it short
         if os.environ.get("EDGEFLEET_DEBUG"):
             raise
+        missing = _missing_extra(exc)
+        if missing:
+            print(f"edgefleet {args.command}: error: {missing}", file=sys.stderr)
+            return 2
         print(f"edgefleet {args.command}: internal error: {type(exc).__name__}: {exc}\n"
               "  = hint: this is a bug in edgefleet; rerun with EDGEFLEET_DEBUG=1 for a traceback "
               "and report it", file=sys.stderr)
@@ -90,3 +91,19 @@ def _silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass  # not a real file (tests capture stdout): nothing will be flushed to a pipe
+
+
+# Top-level modules of the optional extras (pyproject.toml) -> the extra that installs them.
+EXTRAS = {"onnx": "compiler", "jinja2": "compiler", "rich": "compiler", "openvino": "openvino",
+          "nncf": "openvino", "boto3": "s3", "tensorrt": "tensorrt"}
+
+
+def _missing_extra(exc: Exception) -> str:
+    """A device install running a compile-side command: say which extra to install."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return ""
+    extra = EXTRAS.get((exc.name or "").split(".")[0])
+    if extra is None:
+        return ""
+    return (f"this command needs {exc.name}, which this install does not have\n"
+            f"  = hint: pip install 'edgefleet[{extra}]' (the base package is the device side)")

@@ -10,16 +10,18 @@ from typing import Iterable
 
 from edgefleet.cli.render import render_github, render_json, render_text
 from edgefleet.core.diagnostics import Diagnostic, Severity, has_errors
-from edgefleet.pipeline.common import is_file_diagnostic
+from edgefleet.pipeline.common import RequestError, is_file_diagnostic
+
+
+class UsageError(RequestError):
+    """Bad command-line usage (exit 2); the pipeline's RequestError is reported the same way."""
 
 
 def example_fleet() -> Path:
-    """The example fleet edgefleet ships. The ONE place that knows where it lives.
+    """The example fleet (package data; see `core.resources.example_fleet`)."""
+    from edgefleet.core.resources import example_fleet as packaged_example_fleet
 
-    (In a source checkout it sits beside the package; packaged installs swap this for
-    importlib.resources.)
-    """
-    return Path(__file__).resolve().parents[3] / "fleet"
+    return packaged_example_fleet()
 
 
 def add_repo_argument(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +51,6 @@ def find_repository(start: Path) -> Path | None:
 
 def resolve_repo(value: str | None, example: bool = False) -> Path:
     """The fleet repository a command works on: REPO, else discovered; the example only by name."""
-    from edgefleet.cli import UsageError
-
     if example:
         if value is not None:
             raise UsageError(f"give REPO ({value}) or --example, not both")

@@ -1,6 +1,7 @@
 """Runtime configuration per (hardware class, artifact), rendered from jinja2 templates.
 
-One template per runtime, `templates/runtime/<runtime>.json.j2` in this checkout. A
+One template per runtime, `templates/runtime/<runtime>.json.j2` (package data, read through
+`core.resources`; `environment(root)` reads a folder instead, for tests and fleet overrides). A
 template sees the hardware class spec (`hardware`, as plain JSON data), the artifact
 (`artifact`: precision, recipe, path, ...) and `model`, `version`, `variant`; never the
 device, so each result is rendered once per class and artifact and shared by every
@@ -12,12 +13,12 @@ whatever the template's whitespace.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from edgefleet.core import resources
 from edgefleet.spec.hardware import HardwareClassSpec
 
 
@@ -30,14 +31,23 @@ class RuntimeConfigError(Exception):
 
 
 def templates_dir() -> Path:
-    """`templates/` of this checkout (beside `compiler/` and the example `fleet/`)."""
-    return Path(__file__).resolve().parents[3] / "templates"
+    """The folder of the packaged templates (the environment reads them through `resources`)."""
+    return resources.template_dir()
 
 
-@lru_cache(maxsize=4)
+def _packaged(name: str) -> tuple[str, str, Any] | None:
+    try:
+        return resources.template_text(name), f"templates/{name}", lambda: True
+    except resources.ResourceNotFound:
+        return None  # jinja2 turns this into TemplateNotFound
+
+
 def environment(root: Path | None = None) -> jinja2.Environment:
+    """A jinja2 environment over the packaged templates (or over `root`). Cheap: one per run,
+    owned by the caller, so no process keeps templates of earlier runs."""
+    loader = jinja2.FileSystemLoader(str(root)) if root is not None else jinja2.FunctionLoader(_packaged)
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(root or templates_dir())),
+        loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # JSON, not HTML: values go through |tojson

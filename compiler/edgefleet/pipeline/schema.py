@@ -1,11 +1,19 @@
-"""JSON Schemas and the field reference, both generated from the pydantic models:
-the models are the single source of truth, so nothing about a field is written twice."""
+"""JSON Schemas and the field reference, generated from the pydantic models, and the
+diagnostic code tables, generated from `core.codes`: each is the single source of truth, so
+nothing about a field or a code is written twice."""
 
 from __future__ import annotations
 
 import json
+import re
 
+from edgefleet.core import codes
 from edgefleet.spec import KINDS
+
+# `<!-- codes:begin E3 W3 N3 "class field" -->` ... `<!-- codes:end -->`: the prefixes of the
+# codes the table lists, and the title of its third column (left out when empty).
+CODE_BLOCK = re.compile(r'(<!-- codes:begin ((?:[EWN]\d{0,3} ?)+)(?:"([^"]*)" )?-->\n)(.*?)(<!-- codes:end -->)',
+                        re.DOTALL)
 
 
 def _outputs() -> dict[str, type]:
@@ -31,7 +39,17 @@ def schema_files() -> dict[str, str]:
     files = {f"{kind.lower()}.schema.json": json.dumps(s, indent=2, sort_keys=True) + "\n"
              for kind, s in schemas.items()}
     files["REFERENCE.md"] = field_reference(schemas)
+    files["CODES.md"] = codes.reference()
     return files
+
+
+def with_code_tables(text: str) -> str:
+    """`text` (README.md) with every marked code table regenerated from the registry."""
+    def block(match: re.Match) -> str:
+        prefixes = tuple(match.group(2).split())
+        return match.group(1) + codes.table(prefixes, match.group(3) or "") + match.group(5)
+
+    return CODE_BLOCK.sub(block, text)
 
 
 def _type_of(prop: dict) -> str:

@@ -1,0 +1,185 @@
+"""Every diagnostic code edgefleet reports: the one registry behind README's code tables.
+
+A code's letter is its severity (E error, W warning, N note); its hundreds digit is the stage
+that reports it (see `SECTIONS`). `meaning` says what went wrong, `where` (optional) where the
+diagnostic points or what to do. `edgefleet schema` writes `schemas/CODES.md` and the README's
+tables (between `<!-- codes:begin ... -->` and `<!-- codes:end -->`) from this list, and
+tests/test_codes.py fails when a code used in the source is missing here, when a code here is
+used nowhere, or when the generated text is stale.
+
+To add a code: add one `Code(...)` line in code order below, use the code in the source, then run
+`edgefleet schema` (from a checkout) and commit the regenerated README and schemas/CODES.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEVERITIES = {"E": "error", "W": "warning", "N": "note"}
+
+# Hundreds digit -> the stage whose diagnostics use it.
+SECTIONS = {
+    "0": "Reading files",
+    "1": "Document schema",
+    "2": "Cross-references",
+    "3": "Model vs hardware (validate, explain)",
+    "4": "Building artifacts (build)",
+    "5": "Keys, compile, plan, publish and verify",
+    "6": "Device agent",
+    "7": "Rollouts (status, promote)",
+}
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str  # letter + three digits, e.g. "E203"
+    meaning: str  # markdown, one line
+    where: str = ""  # where the diagnostic points, or what it means for the operator
+
+    @property
+    def severity(self) -> str:
+        return SEVERITIES[self.code[0]]
+
+    @property
+    def section(self) -> str:
+        return SECTIONS[self.code[1]]
+
+
+# One line per code, ordered by number within each letter.
+_CODES = (
+    Code("E001", "file over 64 MiB (split it: every file in `devices/` is read)"),
+    Code("E002", "not UTF-8 (position of the first bad byte)"),
+    Code("E003", "binary file (NUL bytes)"),
+    Code("E004", "YAML syntax error, or nesting too deep"),
+    Code("E005", "duplicate key in a mapping (YAML would silently keep the last)"),
+    Code("E006", "alias bomb (\"billion laughs\": aliases expanding to > 100,000 extra nodes) or a recursive alias"),
+    Code("E007", "custom or Python YAML tag (`!!python/object`, `!foo`)"),
+    Code("E008", "empty file"),
+    Code("E009", "non-scalar mapping key"),
+    Code("E101", "not a mapping, missing or unknown `kind`"),
+    Code("E102", "a document of one kind in another kind's folder"),
+    Code("E103", "unknown (misspelt) field, with a \"did you mean\""),
+    Code("E104", "missing required field"),
+    Code("E105", "wrong type or value (with the field's meaning as hint)"),
+    Code("E106", "CSV header or row shape wrong"),
+    Code("E201", "a hardware class, model or rollout defined twice"),
+    Code("E202", "a device id used twice (in one file or across files)"),
+    Code("E203", "a device names an unknown hardware class"),
+    Code("E204", "a rollout names an unknown model"),
+    Code("E205", "a rollout names a version the model does not have"),
+    Code("E206", "a selector names an unknown class, site or device"),
+    Code("E207", "a rollout selects no device"),
+    Code("E208", "wave shares do not increase"),
+    Code("E209", "a device is in two rollouts of the same model"),
+    Code("E210", "no `fleet.yaml`, or two Fleet documents"),
+    Code("E211", "`state.current_wave` out of range"),
+    Code("E212", "a model or data file named in a model does not exist"),
+    Code("E213", "a version or variant listed twice"),
+    Code("E214", "a wave name used twice"),
+    Code("E220", 'hardware class: `model_ram_budget_mb` over `ram_mb` (reported at the budget, `-->` at `ram_mb`)', '`model_ram_budget_mb` / `ram_mb`'),
+    Code("E221", 'hardware class: two artifacts of `max_artifact_mb` (the A/B slots) do not fit `storage_mb`', '`max_artifact_mb` / `storage_mb`'),
+    Code("E222", "hardware class: `model_ram_budget_mb` plus the runtime's own resident memory over `ram_mb`. Figures (one table, `rules/hardware.py`, lower bounds for a CPU session): onnxruntime 31 MB and OpenVINO 70 MB, measured with `bench/bench_runtime_resident.py` (onnxruntime 1.32.0: 30.2 MB, OpenVINO 2026.4.1 CPU: 69.7 MB); TensorRT 600 MB, NVIDIA's figure for loading TensorRT/cuDNN on Jetson (developer forum)", '`model_ram_budget_mb` / `ram_mb` / `runtime.name`'),
+    Code("E301", "declared `sha256` ≠ file; the hint gives the real hash and says to update it or restore the file"),
+    Code("E302", "not an ONNX model (corrupt, truncated, another format, missing external data)"),
+    Code("E303", "estimated artifact over `max_artifact_mb`", "`max_artifact_mb`"),
+    Code("E304", "two slots over `storage_mb`", "`storage_mb`"),
+    Code("E305", "estimated memory over `model_ram_budget_mb`", "`model_ram_budget_mb`"),
+    Code("E306", "an operator the runtime cannot run", "`runtime.name`"),
+    Code("E307", "opset or IR version above what the pinned runtime implements (or, for TensorRT, below what it parses)", "`runtime.version`"),
+    Code("E308", 'a recipe the class cannot build, by the same rule the build uses (`rules/recipes.py`; the build reports it as E420/E421/E412/E422): a precision the class does not list; OpenVINO dynamic INT8 or entropy calibration; TensorRT dynamic INT8, `symmetric: false` or `reduce_range`; `quantization` on a float recipe; `graph_optimization: extended` outside onnxruntime; static INT8 without `data.calibration`; `exclude_nodes` naming a node the chosen variant lacks. Also an INT8 model on a class without int8, and asymmetric QDQ for TensorRT', '`precisions` / `runtime.name`'),
+    Code("E309", "input rank, size or dtype differs from the class's `input`, or a fixed batch differs from `batch_size`", "`input.shape` / `input.dtype` / `batch_size`"),
+    Code("E310", "the class requires an accuracy gate (`requires_accuracy_gate`, true by default) but the model has no `data.evaluation` or no `accuracy` budget; or the model declares an `accuracy` budget without `data.evaluation`. One error per model, listing every class. Same rule as the build's E407/E412/E415 (`rules/gates.py`)", '`requires_accuracy_gate`'),
+    Code("E401", "the model file's sha256 differs from the declared `sha256`", "the variant's `sha256:`"),
+    Code("E403", "an input file cannot be read", "its field (`source:`, `spec.data.*`)"),
+    Code("E405", "keyless signing failed in CI: the artifact is not stored", "fleet.yaml `signing.provenance`"),
+    Code("E406", "no variant of the model version fits the class (each variant's reason listed)", "the version's `variants:`"),
+    Code("E407", "the class requires an accuracy gate but the model has no `accuracy` or evaluation data", "the model's `spec.accuracy` / `spec.data`"),
+    Code("E408", "the artifact store cannot be written (disk full, permissions)", "fleet.yaml `artifact_store`"),
+    Code("E409", "no recipe passed its gates, so nothing ships", "the first recipe; related: each attempt with its failing gate, value and limit"),
+    Code("E410", "source ONNX missing, corrupt, invalid, or not runnable by the runtime"),
+    Code("E411", "source ONNX shape not supported (several inputs, non-float input, batch fixed to another size)"),
+    Code("E412", "data missing: static int8 without `spec.data.calibration`, accuracy gate without `spec.data.evaluation`, data file absent"),
+    Code("E413", "data file malformed (not npz, no `input`, not float32, NaN, labels not one integer per sample)"),
+    Code("E414", "data samples do not match the model input shape"),
+    Code("E415", "accuracy budget unusable (none on a class that requires it; `top1_accuracy` without labels)"),
+    Code("E420", "a recipe the runtime cannot run (OpenVINO dynamic int8 or entropy; TensorRT asymmetric, reduce_range, dynamic; quantization on fp16/fp32; `extended` outside onnxruntime)"),
+    Code("E421", "recipe precision not in the class's `precisions`"),
+    Code("E422", "`exclude_nodes` names a node the model does not have"),
+    Code("E430", "openvino/nncf not installed: `pip install 'edgefleet[openvino]'`"),
+    Code("E501", "a signing key is missing (names each role, file or environment variable)"),
+    Code("E502", "a key file is readable by others", "`chmod 600 FILE`"),
+    Code("E503", "not an unencrypted ed25519 PEM key"),
+    Code("E504", "keys already exist (`keys init` never overwrites)"),
+    Code("E505", "a key directory inside a fleet repository"),
+    Code("E506", "unknown role"),
+    Code("E507", "root rotation without the old root key (nothing written)"),
+    Code("E510", "a private key is inside the fleet repository"),
+    Code("E511", "an artifact a device needs is not built (run `edgefleet build`)"),
+    Code("E512", "a runtime config template does not render a JSON object"),
+    Code("E513", "the previous desired-state tree in `--out` cannot be read"),
+    Code("E515", "`--commit`: invalid branch name, or the commit failed"),
+    Code("E516", "`--commit`: the branch is the one the fleet repository is on, or its tree holds this fleet's `fleet.yaml`", "give the desired-state branch (fleet.yaml `desired_state_branch`)"),
+    Code("E517", "`--keys` or a private key lies inside `--out` (it would be published or committed)", "keep keys outside the output tree"),
+    Code("E520", "`plan`: the repository is not inside a git repository"),
+    Code("E521", "`plan`: unknown revision"),
+    Code("E540", "invalid target handed to the publisher (a bug in the caller)"),
+    Code("E541", "a release counter would go down (nothing written)"),
+    Code("E542", "the previous tree is unreadable", "restore it from git: starting over restarts every version at 1, which devices refuse as a rollback"),
+    Code("E543", "another publish holds the output directory"),
+    Code("E550", "metadata does not verify (malformed, missing role)", "damaged tree: check out the desired-state branch again"),
+    Code("E551", "missing file", "incomplete tree; give the directory compile wrote"),
+    Code("E552", "freeze: expired metadata", "not re-signed in time: run compile (schedule it); check the clock"),
+    Code("E553", "rollback or mix-and-match: version lower than trusted, or not the one the snapshot lists", "replayed or mixed checkout"),
+    Code("E554", "untrusted signature", "tampering, a revoked key, or a rotation whose root was not published"),
+    Code("E555", "length/hash mismatch", "a tampered target or metadata file, or files of different versions mixed"),
+    Code("E556", "endless data: more bytes than signed metadata (or the client's limit) allows", "padded file"),
+    Code("E557", "no target for this device", "device not in the compiled fleet"),
+    Code("E558", "wrong device: the target is signed for another device id", "never installed"),
+    Code("E559", "wrong hardware class (with `--class`)", "the fleet lists the device in another class"),
+    Code("E560", "release counter lower than `--last-counter`", "Uptane-level rollback"),
+    Code("E561", "the trusted root is not valid self-signed root metadata", "wrong `--root` file"),
+    Code("E563", "the `--cache` directory cannot be written"),
+    Code("W201", "a rollout from a version to itself"),
+    Code("W301", "`onnx.checker` rejects the model (runtimes may still load it)"),
+    Code("W401", "in GitHub Actions without an OIDC token: provenance unsigned", "fleet.yaml `signing.provenance`"),
+    Code("N301", "OpenVINO device not on this host; checked on CPU as a proxy (one note per class)", "`runtime.device`"),
+    Code("N302", "operators could not be checked (runtime not installed, or a version not in the tables)", "`runtime.version`"),
+)
+
+REGISTRY: dict[str, Code] = {c.code: c for c in _CODES}
+
+
+def get(code: str) -> Code:
+    """The registry entry of `code` (KeyError names the file to add it to)."""
+    try:
+        return REGISTRY[code]
+    except KeyError:
+        raise KeyError(f"{code} is not in edgefleet/core/codes.py; add one line there") from None
+
+
+def table(prefixes: tuple[str, ...], where_title: str = "") -> str:
+    """A markdown table of the codes starting with any of `prefixes` (e.g. ("E0", "W2"))."""
+    chosen = [c for c in _CODES if c.code.startswith(prefixes)]
+    wide = bool(where_title) and any(c.where for c in chosen)
+    lines = ["| code | meaning |" + (f" {where_title} |" if wide else ""),
+             "| --- | --- |" + (" --- |" if wide else "")]
+    for c in chosen:
+        lines.append(f"| {c.code} | {c.meaning} |" + (f" {c.where} |" if wide else ""))
+    return "\n".join(lines) + "\n"
+
+
+def reference() -> str:
+    """schemas/CODES.md: every code, by stage."""
+    lines = ["# Diagnostic codes", "",
+             "Generated by `edgefleet schema` from `compiler/edgefleet/core/codes.py`; do not edit by hand.",
+             "Severity is the code's letter: E error (exit 1), W warning, N note.", ""]
+    for digit, title in SECTIONS.items():
+        chosen = [c for c in _CODES if c.code[1] == digit]
+        if not chosen:
+            continue
+        lines += [f"## {title} ({digit}xx)", "", "| code | severity | meaning | where / what to do |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {c.code} | {c.severity} | {c.meaning} | {c.where} |" for c in
+                  sorted(chosen, key=lambda c: ("EWN".index(c.code[0]), c.code))]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
