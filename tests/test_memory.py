@@ -145,27 +145,14 @@ def test_a_cache_entry_is_checked_against_the_model_it_is_stored_for(tmp_path):
 # ------------------------------------------------------------------ 50 compiles in one process
 
 
-def compile_once(fleet: Path, out: Path, keys, now: datetime) -> int:
-    """The compile use case as cli/compile.py composes it today: validate, prepare, publish.
+def compile_once(fleet: Path, out: Path, store: Path, keys, now: datetime) -> int:
+    """One run of the compile use case (pipeline/compile.py), as the CLI, the agent and the
+    simulator call it: validate, prepare, publish; the keys object is the caller's, reused."""
+    from edgefleet.pipeline.compile import CompileRequest, compile_desired_state
 
-    When pipeline/compile.py lands, call it here instead; the test below stays as it is."""
-    from edgefleet.core.diagnostics import has_errors
-    from edgefleet.desired.compile import prepare
-    from edgefleet.desired.release import read_previous_releases
-    from edgefleet.pipeline.validate import validate_repository
-    from edgefleet.signing.publish import TargetFile, publish
-    from tests.desired_support import synthetic_artifacts
-
-    repo, diags = validate_repository(fleet)
-    assert not has_errors(diags)
-    compiler, problems = prepare(repo, synthetic_artifacts(repo))
-    assert compiler is not None, problems
-    previous = read_previous_releases(out)
-    spec = repo.fleet.doc.spec
-    report = publish(out, (TargetFile(d.path, d.data, d.custom())
-                           for d in compiler.stream(previous, previous.next_release, release_devices=True)),
-                     keys, spec.expiry, now, spec.signing.hash_bins)
-    return len(report.written)
+    result = compile_desired_state(CompileRequest(root=fleet, out=out, now=now, store=str(store), keys=keys))
+    assert result.summary is not None, [str(d.message) for d in result.diagnostics]
+    return len(result.summary.written)
 
 
 def _rss() -> int:
@@ -174,8 +161,11 @@ def _rss() -> int:
 
 
 @pytest.mark.slow
-def test_fifty_compiles_in_one_process_level_off(fleet_copy, tmp_path):
+def test_fifty_compiles_in_one_process_level_off(fleet_copy, tmp_path, tmp_path_factory):
     from edgefleet.signing.keys import init_keys, load_keys
+    from tests.desired_support import built_store
+
+    store = built_store(tmp_path_factory)
 
     init_keys(tmp_path / "keys")
     keys = load_keys(tmp_path / "keys")
@@ -183,7 +173,7 @@ def test_fifty_compiles_in_one_process_level_off(fleet_copy, tmp_path):
     for run in range(50):
         out = tmp_path / "out"
         shutil.rmtree(out, ignore_errors=True)  # a full compile each time: every file signed and written
-        assert compile_once(fleet_copy, out, keys, T0 + timedelta(minutes=run)) > 48
+        assert compile_once(fleet_copy, out, store, keys, T0 + timedelta(minutes=run)) > 48
         rss.append(_rss())
     first, last = rss[24] - rss[0], rss[49] - rss[25]
     mib = 1 << 20
