@@ -48,7 +48,9 @@ def _diagnostic(cls: type[BaseModel], err: dict, source: Source, schema_hint: st
     hint = "; ".join(filter(None, [f"'{field}' takes {expected}" if expected and field else "",
                                   description, schema_hint]))
     if kind in ("string_type",) and isinstance(value, (int, float)):
-        hint = f"put the value in quotes: '{value}'"
+        written = source.text_at(*loc) or str(value).lower()
+        hint = f'put the value in quotes: "{written}"'
+        shown = written
     return error("E105", f"{_dotted(loc) or 'document'}: {err['msg']} (got {shown})",
                  source.at(*loc), hint)
 
