@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from edgefleet.analysis.onnx_facts import (ActivationEstimate, ModelFacts, ModelReadError, activation_estimate,
                                            model_facts, read_model)
+from edgefleet.core.paths import PathRefused, resolve_inside
 
 CACHE_SCHEMA = 1
 CACHE_DIR = Path(".edgefleet") / "cache" / "analysis"
@@ -134,10 +135,13 @@ class Analyzer:
         self.cache = AnalysisCache(directory if isinstance(directory, Path) else None)
 
     def path(self, rel: str) -> Path:
-        return self.root / rel
+        return resolve_inside(self.root, rel, "model source")  # never a file outside the repository
 
     def analyse(self, rel: str) -> FileAnalysis:
-        path = self.path(rel)
+        try:
+            path = self.path(rel)
+        except PathRefused as exc:
+            return FileAnalysis(rel, None, None, str(exc))
         if not path.is_file():
             return FileAnalysis(rel, None, None, "file does not exist")
         try:

@@ -21,6 +21,7 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.build.resolve import ResolvedNeed, resolve_need
+from edgefleet.core.paths import resolve_inside
 from edgefleet.rules.needs import BuildNeed
 from edgefleet.load.repo import FleetRepo
 
@@ -66,7 +67,7 @@ class FileDigests:
 
     def __call__(self, relative: str) -> str:
         if relative not in self._cache:
-            self._cache[relative] = sha256_file(self.root / relative)
+            self._cache[relative] = sha256_file(resolve_inside(self.root, relative))
         return self._cache[relative]
 
 

@@ -30,6 +30,7 @@ from edgefleet.build.resolve import MIB, ResolvedNeed, resolve_need
 from edgefleet.build.signing import SigningError, sign_statement
 from edgefleet.build.store import PROVENANCE, SIGNATURE, Store, StoreError
 from edgefleet.core.diagnostics import Diagnostic, error, warning
+from edgefleet.core.paths import resolve_inside
 from edgefleet.rules.needs import BuildNeed
 from edgefleet.load.repo import FleetRepo
 from edgefleet.core.source import Location
@@ -259,7 +260,8 @@ def build_request(resolved: ResolvedNeed, root: Path, display: Callable[[str], s
     from edgefleet.build.engine import BuildRequest
 
     def load(data):
-        return load_npz(root / data.path, data.role, display(data.path)) if data is not None else None
+        return load_npz(resolve_inside(root, data.path, f"{data.role} data"), data.role,
+                        display(data.path)) if data is not None else None
 
     calibration, evaluation = load(resolved.calibration), load(resolved.evaluation)
     need = resolved.need
@@ -268,7 +270,7 @@ def build_request(resolved: ResolvedNeed, root: Path, display: Callable[[str], s
         version=need.version,
         variant=resolved.variant.name,
         hardware_class=need.hardware_class,
-        source_path=root / resolved.variant.source,
+        source_path=resolve_inside(root, resolved.variant.source, "model source"),
         runtime=resolved.runtime,
         class_precisions=resolved.precisions,
         max_artifact_bytes=resolved.max_artifact_bytes,

@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 
 from edgefleet.build.record import BuildRecord, parse_record, record_bytes
 from edgefleet.core.fsutil import fsync_dir, write_durable
+from edgefleet.core.paths import PathRefused, resolve_inside
 
 RECORD = "record.json"
 PROVENANCE = "provenance.intoto.json"
@@ -340,6 +341,10 @@ def open_store(repo_root: Path, config, override: str | None = None, display_roo
             raise StoreError("fleet.yaml: artifact_store.kind is object but no url is set")
         return ObjectStore.from_url(config.url)
     path = getattr(config, "path", ".edgefleet/artifacts")
-    shown = path if display_root in ("", ".") or os.path.isabs(path) else f"{display_root.rstrip('/')}/{path}"
+    try:  # fleet.yaml is repository input: its store stays inside the repository
+        directory = resolve_inside(repo_root, path, "artifact store")
+    except PathRefused as exc:
+        raise StoreError(f"fleet.yaml: artifact_store.path: {exc}; {exc.hint}") from None
+    shown = path if display_root in ("", ".") else f"{display_root.rstrip('/')}/{path}"
     cls = RepoStore if kind == "repo" else LocalStore
-    return cls(repo_root / path, shown)
+    return cls(directory, shown)

@@ -139,7 +139,7 @@ def preview_artifacts(repo, store, notes: list[str]):
         unbuilt += 1
         first = resolved.recipes[0] if resolved.recipes else None
         precision = first.precision if first else None
-        source = (repo.root / resolved.variant.source).stat().st_size
+        source = repo.path(resolved.variant.source).stat().st_size
         artifacts[need] = UnbuiltArtifact(
             need.model, need.version, resolved.variant.name, need.hardware_class, key,
             int(source * PRECISION_SCALE.get(precision or "fp32", 1.0)), precision, first.name if first else None)
