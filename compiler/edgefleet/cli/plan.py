@@ -101,11 +101,11 @@ def _compile_side(root: Path, display: str, store, notes: list[str]):
     from edgefleet.pipeline.validate import check_fleet
     from edgefleet.desired.compile import compile_all
     from edgefleet.core.diagnostics import has_errors, sorted_diagnostics
-    from edgefleet.load.repo import fleet_files, load_fleet
+    from edgefleet.load.repo import load_fleet, read_fleet_files
 
-    files = {rel: (root / rel).read_bytes() for rel in fleet_files(root)}
+    files, read_diags = read_fleet_files(root, display)  # the same boundary and size cap as validate
     repo, diags = load_fleet(files, root, display)
-    diags = sorted_diagnostics([*diags, *check_fleet(repo)])
+    diags = sorted_diagnostics([*read_diags, *diags, *check_fleet(repo)])
     if has_errors(diags):
         return None, diags
     artifacts, problems = preview_artifacts(repo, store, notes)
