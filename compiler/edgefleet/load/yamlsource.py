@@ -134,8 +134,9 @@ def _may_nest_deeply(text: str) -> bool:
     opens = text.count("[") + text.count("{")
     if opens > MAX_DEPTH // 2:
         return True
-    widest = max((len(m) for m in re.findall(r"(?m)^[ ?:-]*", text)), default=0)
-    return 2 * (widest + 1) + opens > MAX_DEPTH
+    # 2 * (indent + 1) + opens > MAX_DEPTH  <=>  some line is indented this far or more:
+    widest = (MAX_DEPTH - opens) // 2
+    return re.search(rf"(?m)^[ ?:-]{{{widest},}}", text) is not None
 
 
 def _events(text: str):
