@@ -224,8 +224,8 @@ def _build(node: Node, at: PathKey, source: SourceMap) -> Any:
     source.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, ScalarNode):
         value = _scalar(node, source.path)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            source.texts[at] = node.value  # hints quote what was written: 1.10, not 1.1
+        if isinstance(value, (int, float)):  # bool too: messages quote what was written (1.10, not 1.1)
+            source.texts[at] = node.value
         return value
     _check_collection_tag(node, source.path)
     if isinstance(node, SequenceNode):
