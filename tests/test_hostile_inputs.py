@@ -193,3 +193,14 @@ def test_total_size_of_the_repository_is_capped(fleet_copy, run_cli, tmp_path, m
 def test_a_real_repository_stays_under_the_total_cap(fleet_copy):
     files, diags = repo_mod.read_fleet_files(fleet_copy)
     assert not diags and sum(map(len, files.values())) < repo_mod.MAX_REPO_BYTES
+
+
+@pytest.mark.parametrize("old,new,shown", [
+    ("ram_mb: 16384", "ram_mb: true", "(got true)"),
+    ("ram_mb: 16384", "ram_mb: 0x20000000000001", "(got 0x20000000000001)"),
+    ("power_w:", "power_w: .NaN\n  x_old_power:", "(got .NaN)"),
+], ids=["bool", "hex", "nan"])
+def test_messages_quote_numbers_as_written(old, new, shown, fleet_copy, run_cli, tmp_path):
+    replace_in(fleet_copy, HW, old, new)
+    res = run_cli("validate", "fleet", cwd=tmp_path)
+    assert res.code == 1 and shown in res.err, res.err
