@@ -181,3 +181,15 @@ def test_plan_refuses_a_committed_symlink(fleet_copy, run_cli, tmp_path, target)
     assert res.code == 1, res.err
     assert "[E015]" in res.err and "models/meter-digits/1.0.0/link.onnx" in res.err, res.err
     assert "internal error" not in res.err
+
+
+def test_folder_symlinked_outside_is_one_error_and_unread(fleet_copy, tmp_path, run_cli):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret-class.yaml").write_text("kind: HardwareClass\nsecret: 1\n")
+    (fleet_copy / "rollouts").rename(tmp_path / "rollouts-real")
+    (fleet_copy / "rollouts").symlink_to(elsewhere)
+    res = run_cli("validate", "fleet", cwd=tmp_path)
+    assert res.code == 1
+    assert res.err.count("[E011]") == 1 and "fleet/rollouts:1:1" in res.err, res.err
+    assert "secret" not in res.err

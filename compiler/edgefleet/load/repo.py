@@ -99,7 +99,16 @@ def read_fleet_files(root: Path, display_root: str = ".") -> tuple[dict[str, byt
     files: dict[str, bytes] = {}
     diags: list[Diagnostic] = []
     total = 0
+    outside: set[str] = set()
+    for folder in FOLDER_KINDS:  # a folder symlinked elsewhere: one error, its files unlisted
+        try:
+            resolve_inside(root, folder, "folder")
+        except PathRefused as exc:
+            outside.add(folder)
+            diags.append(error(exc.code, exc.message, Location(_join(display_root, folder), 1, 1), exc.hint))
     for rel in fleet_files(root):
+        if rel.split("/", 1)[0] in outside:
+            continue
         shown = _join(display_root, rel)
         try:
             path = resolve_inside(root, rel, "fleet file")
