@@ -164,3 +164,110 @@ def test_cli_keys_init_refuses_a_directory_inside_a_fleet_repository(run_cli, fl
 def test_cli_keys_usage_errors_exit_2(run_cli, tmp_path, args, code):
     res = run_cli(*args, cwd=tmp_path)
     assert res.code == code
+
+
+# -- the private-key guard: every encoding, the whole file, every command -------------
+
+
+def _key_encodings() -> dict[str, bytes]:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    ed = ed25519.Ed25519PrivateKey.generate()
+    rs = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ecc = ec.generate_private_key(ec.SECP256R1())
+    enc = ser.BestAvailableEncryption(b"passphrase")
+    none = ser.NoEncryption()
+    seed = ed.private_bytes(ser.Encoding.Raw, ser.PrivateFormat.Raw, none)
+    return {
+        "pem-pkcs8-ed25519": ed.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, none),
+        "pem-encrypted-pkcs8": ed.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, enc),
+        "pem-openssh": ed.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.OpenSSH, none),
+        "pem-rsa-pkcs1": rs.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL, none),
+        "pem-rsa-legacy-encrypted": rs.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL, enc),
+        "pem-ec-sec1": ecc.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL, none),
+        "pem-crlf": ed.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, none).replace(b"\n", b"\r\n"),
+        "der-pkcs8-ed25519": ed.private_bytes(ser.Encoding.DER, ser.PrivateFormat.PKCS8, none),
+        "der-encrypted-pkcs8": ed.private_bytes(ser.Encoding.DER, ser.PrivateFormat.PKCS8, enc),
+        "der-rsa-pkcs1": rs.private_bytes(ser.Encoding.DER, ser.PrivateFormat.TraditionalOpenSSL, none),
+        "der-ec-sec1": ecc.private_bytes(ser.Encoding.DER, ser.PrivateFormat.TraditionalOpenSSL, none),
+        "raw-seed-hex": seed.hex().encode() + b"\n",
+        "raw-seed-hex-upper-indented": b"  " + seed.hex().upper().encode() + b"  \n",
+        "raw-seed-and-public-hex": (seed + ed.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)).hex().encode(),
+        "raw-seed-base64": b"# the bins key\n" + base64.b64encode(seed) + b"\n",
+        "raw-seed-in-yaml-file": b"apiVersion: edgefleet/v1\n" + seed.hex().encode() + b"\nkind: Fleet\n",
+    }
+
+
+KEY_ENCODINGS = _key_encodings()
+
+
+@pytest.mark.parametrize("name", sorted(KEY_ENCODINGS))
+def test_guard_finds_every_key_encoding(tmp_path, name):
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "note.txt").write_bytes(KEY_ENCODINGS[name])
+    assert find_private_keys(tmp_path) == [tmp_path / "devices" / "note.txt"]
+
+
+@pytest.mark.parametrize("where", ["start", "middle-of-a-large-file", "end-of-a-large-file", "across-a-chunk-boundary"])
+def test_guard_reads_the_whole_file(tmp_path, where):
+    pem = KEY_ENCODINGS["pem-pkcs8-ed25519"]
+    filler = os.urandom(3 * 1024 * 1024).replace(b"-", b"_")
+    if where == "start":
+        data = pem + filler
+    elif where == "middle-of-a-large-file":
+        data = filler + b"\n" + pem + filler
+    elif where == "end-of-a-large-file":
+        data = filler + b"\n" + pem
+    else:
+        boundary = 1 << 20
+        data = filler[: boundary - 40] + b"\n" + pem + filler
+    (tmp_path / "model.onnx").write_bytes(data)
+    assert find_private_keys(tmp_path) == [tmp_path / "model.onnx"]
+
+
+def test_seed_line_split_across_a_chunk_boundary_is_found(tmp_path):
+    seed_line = KEY_ENCODINGS["raw-seed-hex"]
+    data = b"x" * ((1 << 20) - 30) + b"\n" + seed_line + b"y" * 1000
+    (tmp_path / "blob").write_bytes(data)
+    assert find_private_keys(tmp_path) == [tmp_path / "blob"]
+
+
+NOT_KEYS = {
+    "yaml-sha256-value": b"sha256: " + b"ab" * 32 + b"\n",
+    "yaml-public-key": b"public_key: ed25519:" + b"cd" * 32 + b"\n",
+    "yaml-list-of-digests": b"digests:\n  - " + b"ef" * 32 + b"\n",
+    "sha256sum-line": b"ab" * 32 + b"  models/full.onnx\n",
+    "csv-inventory-row": b"d1,cls,site,,ed25519:" + b"12" * 32 + b"\n",
+    "hex-too-short": b"ab" * 31 + b"\n",
+    "hex-too-long": b"ab" * 33 + b"\n",
+    "pem-public-key": b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA" + b"A" * 40 + b"\n-----END PUBLIC KEY-----\n",
+    "pem-certificate": b"-----BEGIN CERTIFICATE-----\n" + b"MIIB" * 16 + b"\n-----END CERTIFICATE-----\n",
+    "documentation-of-the-header": b"A key file starts with -----BEGIN PRIVATE KEY----- and is never committed.\n",
+    "documentation-with-elided-body": b"-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n",
+    "der-certificate-like": b"\x30\x82\x01\x00" + os.urandom(256),
+    "random-binary": os.urandom(50_000).replace(b"\n", b" "),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_KEYS))
+def test_guard_does_not_flag_digests_and_public_material(tmp_path, name):
+    (tmp_path / "file").write_bytes(NOT_KEYS[name])
+    assert find_private_keys(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["validate", "build", "compile"])
+def test_every_command_that_reads_the_repository_refuses_a_key(command, fleet_copy, run_cli, tmp_path):
+    (fleet_copy / "models" / "bins.key").write_bytes(KEY_ENCODINGS["der-pkcs8-ed25519"])
+    args = [command, fleet_copy]
+    if command in ("build", "compile"):
+        args += ["--store", tmp_path / "store"]
+    if command == "compile":
+        args += ["--keys", tmp_path / "keys", "--out", tmp_path / "out"]
+    res = run_cli(*args)
+    assert res.code == 1, res.err
+    assert res.err.count("error[E510]") == 1, res.err  # once, even where compile checks as well
+    assert "models/bins.key:1:1" in res.err
+    assert not (tmp_path / "store").exists() and not (tmp_path / "out" / "metadata").exists()

@@ -296,3 +296,104 @@ def test_key_is_canonical():
     reordered = _key_inputs(toolchain={"onnx": "1.19.0", "onnxruntime": "1.23.2"})
     assert key_of(reordered) == key_of(_key_inputs())
     assert re.fullmatch(r"[0-9a-f]{64}", key_of(_key_inputs()))
+
+
+# -- verified reads: a store is checked, not trusted --------------------------------
+
+
+def _overwrite(store, name: str, data: bytes | None) -> None:
+    """Change the store behind edgefleet's back (data None deletes the object)."""
+    if isinstance(store, LocalStore) or hasattr(store.backend, "root"):
+        root = store.root if isinstance(store, LocalStore) else store.backend.root
+        path = root / name
+        if path.exists():
+            os.chmod(path, 0o644)
+            path.unlink()
+        if data is not None:
+            path.write_bytes(data)
+        return
+    backend = store.backend
+    key = f"{backend.prefix}/{name}" if backend.prefix else name
+    if data is None:
+        backend.client.delete_object(Bucket=backend.bucket, Key=key)
+    else:
+        backend.client.put_object(Bucket=backend.bucket, Key=key, Body=data)
+
+
+RECORD_BYTES = record_bytes(make_record(KEY))
+CORRUPTIONS = {
+    "artifact-edited": (blob_path(sha(ARTIFACT)), ARTIFACT[:-1] + b"X", "does not match"),
+    "artifact-truncated": (blob_path(sha(ARTIFACT)), ARTIFACT[:10], "does not match"),
+    "artifact-deleted": (blob_path(sha(ARTIFACT)), None, "is missing"),
+    "extra-file-edited": (blob_path(sha(EXTRA)), EXTRA + b" ", "does not match"),
+    "probe-input-deleted": (blob_path(sha(GOLDEN)), None, "is missing"),
+    "record-truncated": (f"keys/{KEY}/record.json", RECORD_BYTES[: len(RECORD_BYTES) // 2], "cannot be read"),
+    "record-not-json": (f"keys/{KEY}/record.json", b"\x00\xff garbage", "cannot be read"),
+    "record-empty": (f"keys/{KEY}/record.json", b"", "cannot be read"),
+    "record-of-another-key": (f"keys/{KEY}/record.json", record_bytes(make_record("4" * 64)), "for key 4444"),
+}
+
+
+@pytest.mark.parametrize("name,data,words", list(CORRUPTIONS.values()), ids=list(CORRUPTIONS))
+def test_corrupt_entry_is_a_reported_error_never_a_hit(store, name, data, words):
+    from edgefleet.build.store import StoreCorrupt
+
+    assert store.put(KEY, FILES, make_record(KEY), {})
+    _overwrite(store, name, data)
+    with pytest.raises(StoreCorrupt, match=words) as info:
+        store.get_record(KEY)
+    [diag] = info.value.diagnostics
+    assert diag.code == "E416" and KEY in diag.location.path and "rebuild" in diag.hint
+    assert isinstance(info.value, StoreError)
+
+
+def test_verified_read_rehashes_every_time(tmp_path):
+    """No memo of a past verification: a blob edited after a good read is caught."""
+    from edgefleet.build.store import StoreCorrupt
+
+    store = LocalStore(tmp_path / "store")
+    store.put(KEY, FILES, make_record(KEY), {})
+    assert store.get_record(KEY) == make_record(KEY)
+    _overwrite(store, blob_path(sha(ARTIFACT)), b"swapped")
+    with pytest.raises(StoreCorrupt):
+        store.get_record(KEY)
+
+
+@pytest.fixture(scope="module")
+def built_copy_source(tmp_path_factory):
+    from tests.desired_support import built_store
+
+    return built_store(tmp_path_factory)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corruption", ["edit-blob", "truncate-record", "delete-blob"])
+def test_build_and_compile_report_a_corrupt_store(corruption, built_copy_source, fleet_copy, run_cli, tmp_path):
+    """The cache-hit path of build and the artifact index of compile both meet the verified
+    read: exit 1 with E416 naming the entry, no cache hit, nothing signed."""
+    import json
+    import shutil
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(built_copy_source, store_dir)
+    key_dir = sorted((store_dir / "keys").iterdir())[0]
+    record = json.loads((key_dir / "record.json").read_bytes())
+    blob = store_dir / blob_path(record["artifact"]["sha256"])
+    os.chmod(blob, 0o644)
+    if corruption == "edit-blob":
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        blob.write_bytes(bytes(data))
+    elif corruption == "truncate-record":
+        raw = (key_dir / "record.json").read_bytes()
+        (key_dir / "record.json").write_bytes(raw[: len(raw) // 3])
+    else:
+        blob.unlink()
+    res = run_cli("build", fleet_copy, "--store", store_dir)
+    assert res.code == 1, res.err
+    assert "[E416]" in res.err and key_dir.name in res.err and "internal error" not in res.err
+    res = run_cli("compile", fleet_copy, "--store", store_dir, "--keys", tmp_path / "keys",
+                  "--out", tmp_path / "out", "--now", "2026-11-20T08:00:00Z")
+    assert res.code == 1, res.err
+    assert "[E416]" in res.err and "internal error" not in res.err
+    assert not (tmp_path / "out" / "metadata").exists()

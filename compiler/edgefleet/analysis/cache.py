@@ -37,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 from edgefleet.analysis.onnx_facts import (ActivationEstimate, ModelFacts, ModelReadError, activation_estimate,
                                            model_facts, read_model)
 from edgefleet.analysis.runtime_support import KernelIndex, installed_onnxruntime_kernels
+from edgefleet.core.paths import PathRefused, resolve_inside
 
 CACHE_SCHEMA = 2  # 2: entries carry their own digest
 CACHE_DIR = Path(".edgefleet") / "cache" / "analysis"
@@ -207,10 +208,13 @@ class Analyzer:
         return self.memory.tool_version(package)
 
     def path(self, rel: str) -> Path:
-        return self.root / rel
+        return resolve_inside(self.root, rel, "model source")  # never a file outside the repository
 
     def analyse(self, rel: str) -> FileAnalysis:
-        path = self.path(rel)
+        try:
+            path = self.path(rel)
+        except PathRefused as exc:
+            return FileAnalysis(rel, None, None, str(exc))
         if not path.is_file():
             return FileAnalysis(rel, None, None, "file does not exist")
         try:

@@ -42,7 +42,7 @@ def check_constraints(repo: FleetRepo, analyzer: Analyzer | None = None, with_no
         if need.version not in versions:
             continue  # E205 already says so
         version_index = versions.index(need.version)
-        if not any((repo.root / v.source).is_file() for v in loaded.doc.spec.versions[version_index].variants):
+        if not any(repo.is_file(v.source) for v in loaded.doc.spec.versions[version_index].variants):
             continue  # no file to measure; E212 already says so
         choice = choose_variant(repo, need.model, need.version, need.hardware_class, analyzer)
         hw = repo.hardware[need.hardware_class]

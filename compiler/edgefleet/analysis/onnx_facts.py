@@ -203,18 +203,24 @@ def read_model(path: Path) -> tuple["onnx.ModelProto", int, str]:
     if model.ir_version <= 0 or not model.graph.node or not model.graph.output:
         raise ModelReadError("not an ONNX model: no ir_version, nodes or outputs "
                              "(the bytes parse as protobuf but hold no model)")
-    total = path.stat().st_size
-    seen: set[str] = set()
-    for tensor in _all_tensors(model):
-        location = _external_location(tensor)
-        if location is None or location in seen:
-            continue
-        seen.add(location)
-        data = path.parent / location
-        if not data.is_file():
-            raise ModelReadError(f"its external data file '{location}' is missing next to it")
-        total += data.stat().st_size
-    return model, total, checker_error
+    external = external_data_locations(model)
+    if external:
+        # A model is pinned by the sha256 of its one file (the declared digest and the build
+        # key); weights in side files would change the artifact unseen, so they are refused.
+        raise ModelReadError(external_data_refusal(external))
+    return model, path.stat().st_size, checker_error
+
+
+def external_data_locations(model: "onnx.ModelProto") -> list[str]:
+    """Side files (ONNX external data) that tensors of `model` point at, sorted."""
+    return sorted({loc for tensor in _all_tensors(model) if (loc := _external_location(tensor)) is not None})
+
+
+def external_data_refusal(locations: list[str]) -> str:
+    shown = ", ".join(repr(loc) for loc in locations[:3]) + (" ..." if len(locations) > 3 else "")
+    return (f"stored with external data ({shown}), which edgefleet refuses: a model is pinned by the "
+            "sha256 of its one file, so weights in side files could change unseen; embed them with "
+            "onnx.save_model(onnx.load(PATH), PATH, save_as_external_data=False) and declare the new sha256")
 
 
 # ------------------------------------------------------------------ pure core

@@ -3,11 +3,14 @@
 A model declares its data as npz files: key `input` (float32, batch first) and, for
 evaluation, an optional `label` (integers, one per sample). Every problem is a
 `BuildError` that says which file and what to do; nothing is pickled (allow_pickle=False),
-so a data file can never run code.
+so a data file can never run code. A data file is repository input, so its size is read
+from the zip directory and each array's shape from its npy header before anything is
+decompressed: a few kilobytes that would expand to gigabytes are refused (E417) unread.
 """
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,10 @@ import numpy as np
 from edgefleet.build.errors import BuildError
 
 SAVE_HINT = "write it with numpy.savez(path, input=x.astype(numpy.float32){labels})"
+# Calibration and evaluation sets of edge models are megabytes; a gigabyte is far beyond
+# any of them and still fits in a CI runner's memory.
+MAX_DATA_BYTES = 1 << 30
+MAX_ARRAYS = 16
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ def load_npz(path: Path, role: str, shown: str | None = None) -> Dataset:
         raise BuildError("E412", f"{role} data {shown} does not exist",
                          f"create it ({SAVE_HINT.format(labels=labels_hint)}) or fix spec.data.{role}; "
                          "paths are relative to the repository root", subject=role)
+    check_npz_size(path, role, shown)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
@@ -48,6 +56,59 @@ def load_npz(path: Path, role: str, shown: str | None = None) -> Dataset:
     if labels is not None:
         labels = check_labels(labels, len(inputs), shown)
     return Dataset(inputs, labels)
+
+
+def check_npz_size(path: Path, role: str, shown: str) -> None:
+    """Refuse an npz whose arrays would expand beyond MAX_DATA_BYTES, from its headers alone.
+
+    The zip directory gives each member's uncompressed size (zipfile never returns more
+    than that), and each npy header its dtype and shape; the two must agree, and their
+    total stays under the limit. Only the first bytes of each member are decompressed.
+    """
+    def refuse(code: str, message: str, hint: str) -> BuildError:
+        return BuildError(code, f"{role} data {shown} {message}", hint, subject=role)
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise refuse("E413", f"is not a readable npz file ({exc})", SAVE_HINT.format(
+            labels=", label=y" if role == "evaluation" else "")) from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_ARRAYS:
+            raise refuse("E417", f"holds {len(members)} arrays (at most {MAX_ARRAYS})",
+                         "keep only 'input' (and 'label' for evaluation data) in the file")
+        total = sum(m.file_size for m in members)
+        if total > MAX_DATA_BYTES:
+            raise refuse("E417", f"expands to {total} bytes, over the {MAX_DATA_BYTES} byte limit",
+                         "use fewer samples: a few hundred real inputs calibrate and evaluate a model")
+        for member in members:
+            if member.filename.endswith(".npy"):
+                _check_npy_header(archive, member, refuse)
+
+
+def _check_npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, refuse) -> None:
+    name = member.filename.removesuffix(".npy")
+    try:
+        with archive.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"npy format version {version[0]}.{version[1]} is not read")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, SyntaxError) as exc:
+        raise refuse("E413", f"has an unreadable array '{name}' ({exc})",
+                     SAVE_HINT.format(labels="")) from None
+    if dtype.hasobject:
+        raise refuse("E413", f"array '{name}' holds Python objects, which are never loaded",
+                     "save numeric arrays only")
+    need = math.prod(shape) * dtype.itemsize
+    if need > MAX_DATA_BYTES or need > member.file_size:
+        raise refuse("E417", f"array '{name}' claims shape {tuple(shape)} of {dtype} ({need} bytes), "
+                             f"more than {'the limit' if need > MAX_DATA_BYTES else 'the file holds'}",
+                     "save the real samples with numpy.savez; the header and the data must agree")
 
 
 def check_inputs(array: np.ndarray, role: str, shown: str) -> np.ndarray:

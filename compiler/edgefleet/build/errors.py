@@ -11,6 +11,7 @@ Codes (E41x-E43x; `edgefleet build` owns E400-E409):
   E410 source ONNX unreadable or invalid      E411 source ONNX shape not supported
   E412 data file missing                      E413 data file malformed
   E414 data does not fit the model input      E415 accuracy budget unusable
+  E417 data file expands beyond the limit     (E416: a corrupt store entry, build/store.py)
   E420 recipe the runtime cannot run          E421 recipe precision not run by the class
   E422 recipe names a node the model lacks    E430 optional toolchain not installed
 """

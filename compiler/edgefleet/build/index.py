@@ -2,7 +2,10 @@
 
 `lookup_artifact` computes a need's key from the repository as it is now (so an edited
 model, recipe or toolchain finds nothing instead of a stale artifact) and reads that
-key's build record from the store.
+key's build record from the store. That read is the store's verified one (`Store.get_record`
+re-hashes every blob the record names), so a digest signed into a desired state is the
+digest of bytes that are really in the store; a corrupt entry raises `StoreCorrupt` (E416),
+which the commands report as an input error.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.build.resolve import ResolvedNeed
+from edgefleet.core.paths import resolve_inside
 
 # Bump when the meaning of a key changes (new input, different recipe semantics):
 # every artifact is then rebuilt once instead of a stale one being reused.
@@ -64,7 +65,7 @@ class FileDigests:
 
     def __call__(self, relative: str) -> str:
         if relative not in self._cache:
-            self._cache[relative] = sha256_file(self.root / relative)
+            self._cache[relative] = sha256_file(resolve_inside(self.root, relative))
         return self._cache[relative]
 
 

@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from edgefleet import __version__
+from edgefleet.analysis.onnx_facts import external_data_locations, external_data_refusal
 from edgefleet.build.errors import BuildError
 
 PRODUCER = "edgefleet"
@@ -39,7 +40,13 @@ def load_source(path: Path, shown: str | None = None) -> onnx.ModelProto:
         raise BuildError("E410", f"source model {shown} does not exist",
                          "fix the variant's source path (relative to the repository root)")
     try:
-        model = onnx.load(str(path))
+        # Weights in external-data side files are not covered by the source's sha256 (the
+        # build key): such a model is refused before anything reads the side files.
+        model = onnx.load(str(path), load_external_data=False)
+        external = external_data_locations(model)
+        if external:
+            raise BuildError("E410", f"source model {shown} is {external_data_refusal(external)}",
+                             "embed the weights in the .onnx file and update the variant's sha256")
         onnx.checker.check_model(model)
     except (DecodeError, onnx.checker.ValidationError, ValueError, OSError, RuntimeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -29,8 +29,9 @@ from edgefleet.build.provenance import statement_bytes
 from edgefleet.build.record import AttemptRecord, InputRef, attempt_records, record_from_outcome
 from edgefleet.build.resolve import MIB, ResolvedNeed, resolve_need
 from edgefleet.build.signing import SigningError, sign_statement
-from edgefleet.build.store import PROVENANCE, SIGNATURE, Store, StoreError
+from edgefleet.build.store import PROVENANCE, SIGNATURE, Store, StoreCorrupt, StoreError
 from edgefleet.core.diagnostics import Diagnostic, error, warning
+from edgefleet.core.paths import resolve_inside
 from edgefleet.rules.needs import BuildNeed
 from edgefleet.load.repo import FleetRepo
 from edgefleet.core.source import Location
@@ -97,7 +98,11 @@ def plan_builds(repo: FleetRepo, needs: Iterable[BuildNeed], store: Store,
             toolchains[runtime_id] = toolchain_for(resolved)
         toolchain = toolchains[runtime_id]
         key = artifact_key(resolved, digests, toolchain)
-        cached = store.has(key)
+        try:  # a cache hit is a verified record (its blobs re-hashed), never just a present key
+            cached = store.get_record(key) is not None
+        except StoreCorrupt as exc:
+            diags += exc.diagnostics
+            continue
         if not cached:
             # Content checks cost a parse; a cache hit needs none (its key covers the bytes).
             problems = _check_contents(repo, resolved, checked)
@@ -257,7 +262,8 @@ def build_request(resolved: ResolvedNeed, root: Path, display: Callable[[str], s
     from edgefleet.build.engine import BuildRequest
 
     def load(data):
-        return load_npz(root / data.path, data.role, display(data.path)) if data is not None else None
+        return load_npz(resolve_inside(root, data.path, f"{data.role} data"), data.role,
+                        display(data.path)) if data is not None else None
 
     calibration, evaluation = load(resolved.calibration), load(resolved.evaluation)
     need = resolved.need
@@ -266,7 +272,7 @@ def build_request(resolved: ResolvedNeed, root: Path, display: Callable[[str], s
         version=need.version,
         variant=resolved.variant.name,
         hardware_class=need.hardware_class,
-        source_path=root / resolved.variant.source,
+        source_path=resolve_inside(root, resolved.variant.source, "model source"),
         runtime=resolved.runtime,
         class_precisions=resolved.precisions,
         max_artifact_bytes=resolved.max_artifact_bytes,
@@ -291,8 +297,11 @@ def execute_build(job: BuildJob) -> BuildResult:
 
     p, store = job.planned, job.store
     resolved = p.resolved
-    if store.has(p.key):  # another CI job finished it since the plan
-        return _cache_hit(p, store)
+    try:
+        if store.has(p.key):  # another CI job finished it since the plan
+            return _cache_hit(p, store)
+    except StoreCorrupt as exc:
+        return BuildResult(p.need, p.key, "failed", resolved.variant.name, diagnostics=tuple(exc.diagnostics))
     started = time.perf_counter()
     try:
         request = build_request(resolved, job.root, job.display)

@@ -7,6 +7,11 @@ Layout (the same in every backend):
     keys/<key>/provenance.sigstore.json  Sigstore bundle of the statement (when signed in CI)
     blobs/sha256/<digest>                artifacts and extra files, by content
 
+Reads are verified, not trusted: `get_record` (every backend) parses the record and
+re-hashes every blob it names before returning it, so an edited blob, a truncated
+record or a deleted blob is `StoreCorrupt` (E416, a reported input error), never a cache
+hit and never a digest signed into a desired state.
+
 Invariants: a key is either absent or complete (record, documents and every blob it
 names); `put` is atomic and first-writer-wins, so CI jobs sharing one store may race
 safely; nothing but `put` writes, so a failed build leaves the store as it was.
@@ -33,8 +38,13 @@ from pathlib import Path
 from typing import BinaryIO, Mapping, Protocol
 from urllib.parse import urlparse
 
+from pydantic import ValidationError
+
 from edgefleet.build.record import BuildRecord, parse_record, record_bytes
+from edgefleet.core.diagnostics import DiagnosticError, error
+from edgefleet.core.source import Location
 from edgefleet.core.fsutil import fsync_dir, write_durable
+from edgefleet.core.paths import PathRefused, resolve_inside
 
 RECORD = "record.json"
 PROVENANCE = "provenance.intoto.json"
@@ -45,6 +55,50 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 class StoreError(Exception):
     """The store cannot be used (misconfigured, unreachable, or inconsistent input)."""
+
+
+class StoreCorrupt(DiagnosticError, StoreError):
+    """A stored key whose record or blobs are not what was written (E416).
+
+    A DiagnosticError, so any command that meets one reports it (exit 1) instead of
+    crashing, and a StoreError for callers that handle store problems as such.
+    """
+
+    def __init__(self, location: str, key: str, problem: str):
+        self.key, self.problem = key, problem
+        super().__init__([error(
+            "E416", f"artifact store entry {key[:16]}… is corrupt: {problem}",
+            Location(f"{location.rstrip('/')}/{key_path(key, RECORD)}"),
+            f"the store was changed outside edgefleet: delete keys/{key}/ (and any blob named here) "
+            "from the store, then run `edgefleet build` to rebuild it")])
+
+
+def verified_record(store: "Store", key: str, raw: bytes | None) -> BuildRecord | None:
+    """The one verified read: `raw` (a record.json) parsed, and every blob it names present
+    with exactly its recorded sha256 and size. None when there is no record."""
+    if raw is None:
+        return None
+    try:
+        record = parse_record(raw)
+    except (ValidationError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreCorrupt(store.location, key, f"its record.json cannot be read ({first})") from None
+    if record.key != key:
+        raise StoreCorrupt(store.location, key, f"its record.json is for key {record.key[:16]}…")
+    for ref in record.blobs():
+        try:
+            fh = store.open_artifact(ref.sha256)
+        except (KeyError, StoreError):
+            raise StoreCorrupt(store.location, key, f"blob sha256:{ref.sha256} ({ref.name}) is missing") from None
+        digest, size = hashlib.sha256(), 0
+        with fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        if digest.hexdigest() != ref.sha256 or size != ref.size:
+            raise StoreCorrupt(store.location, key, f"blob sha256:{ref.sha256} ({ref.name}) does not match "
+                                                    "its digest: it was edited or truncated")
+    return record
 
 
 def blob_path(digest: str) -> str:
@@ -67,7 +121,9 @@ class Store(Protocol):
 
     def has(self, key: str) -> bool: ...
 
-    def get_record(self, key: str) -> BuildRecord | None: ...
+    def get_record(self, key: str) -> BuildRecord | None:
+        """The key's record, verified against its blobs (StoreCorrupt if they differ)."""
+        ...
 
     def get_document(self, key: str, name: str) -> bytes | None: ...
 
@@ -113,8 +169,7 @@ class LocalStore:
         return (self.root / key_path(key, RECORD)).is_file()
 
     def get_record(self, key: str) -> BuildRecord | None:
-        raw = self.get_document(key, RECORD)
-        return parse_record(raw) if raw is not None else None
+        return verified_record(self, key, self.get_document(key, RECORD))
 
     def get_document(self, key: str, name: str) -> bytes | None:
         path = self.root / key_path(key, name)
@@ -297,8 +352,7 @@ class ObjectStore:
         return self.backend.exists(key_path(key, RECORD))
 
     def get_record(self, key: str) -> BuildRecord | None:
-        raw = self.backend.read(key_path(key, RECORD))
-        return parse_record(raw) if raw is not None else None
+        return verified_record(self, key, self.backend.read(key_path(key, RECORD)))
 
     def get_document(self, key: str, name: str) -> bytes | None:
         return self.backend.read(key_path(key, name))
@@ -340,6 +394,10 @@ def open_store(repo_root: Path, config, override: str | None = None, display_roo
             raise StoreError("fleet.yaml: artifact_store.kind is object but no url is set")
         return ObjectStore.from_url(config.url)
     path = getattr(config, "path", ".edgefleet/artifacts")
-    shown = path if display_root in ("", ".") or os.path.isabs(path) else f"{display_root.rstrip('/')}/{path}"
+    try:  # fleet.yaml is repository input: its store stays inside the repository
+        directory = resolve_inside(repo_root, path, "artifact store")
+    except PathRefused as exc:
+        raise StoreError(f"fleet.yaml: artifact_store.path: {exc}; {exc.hint}") from None
+    shown = path if display_root in ("", ".") else f"{display_root.rstrip('/')}/{path}"
     cls = RepoStore if kind == "repo" else LocalStore
-    return cls(repo_root / path, shown)
+    return cls(directory, shown)

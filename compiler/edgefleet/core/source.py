@@ -36,6 +36,11 @@ class SourceMap:
     positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     # Where each mapping key itself stands: a misspelt field is reported at its key.
     key_positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    # The written text of numeric scalars, so a hint can quote `1.10` rather than 1.1.
+    texts: dict[PathKey, str] = field(default_factory=dict)
+
+    def text_at(self, *keys: str | int) -> str | None:
+        return self.texts.get(tuple(keys))
 
     def at(self, *keys: str | int) -> Location:
         return self._nearest(self.positions, tuple(keys))
@@ -75,6 +80,9 @@ class SubSource:
     def key_at(self, *keys: str | int) -> Location:
         return self.base.key_at(*self.prefix, *keys)
 
+    def text_at(self, *keys: str | int) -> str | None:
+        return self.base.text_at(*self.prefix, *keys)
+
     def sub(self, *prefix: str | int) -> SubSource:
         return SubSource(self.base, self.prefix + tuple(prefix))
 
@@ -95,6 +103,9 @@ class RowSource:
         return Location(self.path, self.line, 1)
 
     key_at = at
+
+    def text_at(self, *keys: str | int) -> str | None:
+        return None  # CSV cells are text already
 
     def sub(self, *prefix: str | int) -> RowSource:
         return self

@@ -204,5 +204,13 @@ def extract_revision(repo_path: Path, rev: str, dest: Path) -> Revision:
     repo.archive(buffer, commit.hexsha, format="tar", **({"path": prefix} if prefix else {}))
     buffer.seek(0)
     with tarfile.open(fileobj=buffer) as tar:
+        # A revision under review is hostile: a committed symlink could point the plan at
+        # any file of the CI host (or crash the extraction), so only plain files and folders.
+        links = [m.name for m in tar.getmembers() if not (m.isfile() or m.isdir())]
+        if links:
+            raise DiagnosticError([error(
+                "E015", f"revision {rev} commits a symlink or special file: {name}", Location(f"{rev}:{name}"),
+                "commit the file itself instead of a link; plan and build read only plain files")
+                for name in sorted(links)[:20]])
         tar.extractall(dest, filter="data")
     return Revision(rev, commit.hexsha, dest / prefix if prefix else dest, exists=True)

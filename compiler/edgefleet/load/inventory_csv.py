@@ -29,7 +29,11 @@ def iter_csv_rows(text: str, path: str) -> Iterator[tuple[dict | None, RowSource
     """Yield (device data, its place, diagnostics) per row; a bad header yields one error."""
     lines = io.StringIO(text, newline="")
     reader = csv.reader(lines)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        yield None, RowSource(path, 1, ()), [_unreadable(path, reader.line_num or 1, exc)]
+        return
     if header is None:
         yield None, RowSource(path, 1, ()), [error(
             "E008", "empty file: no CSV header", Location(path, 1, 1),
@@ -43,7 +47,16 @@ def iter_csv_rows(text: str, path: str) -> Iterator[tuple[dict | None, RowSource
         return
     raw_lines = text.splitlines()
     line_no = 1
-    for row in reader:
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:
+            # csv refuses fields over its limit (128 KiB) and stray quotes; the rest of the
+            # file cannot be read reliably after that, so it is one error for the file.
+            yield None, RowSource(path, reader.line_num, ()), [_unreadable(path, reader.line_num, exc)]
+            return
+        if row is None:
+            return
         line_no = reader.line_num
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -63,6 +76,11 @@ def iter_csv_rows(text: str, path: str) -> Iterator[tuple[dict | None, RowSource
             continue
         data["labels"] = labels
         yield data, where, []
+
+
+def _unreadable(path: str, line: int, exc: csv.Error) -> Diagnostic:
+    return error("E106", f"CSV cannot be read here: {exc}", Location(path, line, 1),
+                 "a device row has five short fields; check for a missing closing quote or a runaway field")
 
 
 def _columns(line: str, header: list[str]) -> tuple[tuple[str, int], ...]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Generic, Mapping, TypeVar
 
 from edgefleet.core.diagnostics import Diagnostic, error
+from edgefleet.core.paths import PathRefused, resolve_inside
 from edgefleet.load.inventory_csv import iter_csv_rows
 from edgefleet.core.source import Location, Source
 from edgefleet.spec import FOLDER_KINDS, KINDS, Device, DeviceList, Fleet, HardwareClass, Model, Rollout
@@ -20,6 +21,9 @@ from edgefleet.load.yamlsource import check_text, parse_yaml
 
 T = TypeVar("T")
 YAML_SUFFIXES = (".yaml", ".yml")
+# All files of the fleet's YAML/CSV folders together (each file also has its own limit,
+# yamlsource.MAX_FILE_BYTES): many files just under the per-file limit are no cheaper.
+MAX_REPO_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +46,24 @@ class FleetRepo:
     # Names of documents that exist but failed validation: references to them are not
     # reported again as "unknown", which would bury the one real error under many.
     invalid: set[tuple[str, str]] = field(default_factory=set)
+    # Paths named in the YAML that were refused (E011/E012, see load.boundary): already
+    # reported, so other checks do not report them again as missing.
+    refused: set[str] = field(default_factory=set)
 
     def display(self, relative: str) -> str:
         """How a repository path is shown in messages (relative to where the user stands)."""
         return _join(self.display_root, relative)
 
-    def path(self, relative: str) -> Path:
-        return self.root / relative
+    def path(self, relative: str, what: str = "file") -> Path:
+        """The file a repository-relative path names; PathRefused if it leads outside."""
+        return resolve_inside(self.root, relative, what)
+
+    def is_file(self, relative: str) -> bool:
+        """True if the path names a regular file inside the repository."""
+        try:
+            return self.path(relative).is_file()
+        except PathRefused:
+            return False
 
 
 def _join(root: str, relative: str) -> str:
@@ -78,10 +93,55 @@ def fleet_files(root: Path) -> list[str]:
     return found
 
 
+def read_fleet_files(root: Path, display_root: str = ".") -> tuple[dict[str, bytes], list[Diagnostic]]:
+    """{relative path: bytes} of every fleet file, refusing files that lead outside the
+    repository (a symlinked inventory) and a total over MAX_REPO_BYTES."""
+    files: dict[str, bytes] = {}
+    diags: list[Diagnostic] = []
+    total = 0
+    outside: set[str] = set()
+    for folder in FOLDER_KINDS:  # a folder symlinked elsewhere: one error, its files unlisted
+        try:
+            resolve_inside(root, folder, "folder")
+        except PathRefused as exc:
+            outside.add(folder)
+            diags.append(error(exc.code, exc.message, Location(_join(display_root, folder), 1, 1), exc.hint))
+    for rel in fleet_files(root):
+        if rel.split("/", 1)[0] in outside:
+            continue
+        shown = _join(display_root, rel)
+        try:
+            path = resolve_inside(root, rel, "fleet file")
+            size = path.stat().st_size
+        except PathRefused as exc:
+            diags.append(error(exc.code, exc.message, Location(shown, 1, 1), exc.hint))
+            continue
+        except OSError as exc:
+            diags.append(error("E014", f"cannot read {rel}: {exc.strerror or exc}", Location(shown, 1, 1),
+                               "check the file's permissions"))
+            continue
+        total += size
+        if total > MAX_REPO_BYTES:
+            diags.append(error(
+                "E013", f"the fleet's files add up to more than {MAX_REPO_BYTES} bytes (reached at {rel})",
+                Location(shown, 1, 1),
+                "a fleet repository holds declarations, not data: move large inventories to fewer, "
+                "smaller CSV files or split the fleet into several repositories"))
+            break
+        try:
+            files[rel] = path.read_bytes()
+        except OSError as exc:
+            diags.append(error("E014", f"cannot read {rel}: {exc.strerror or exc}", Location(shown, 1, 1),
+                               "check the file's permissions"))
+    return files, diags
+
+
 def read_repository(root: Path) -> tuple[FleetRepo, list[Diagnostic]]:
     """Read and load the fleet repository at `root` (the I/O edge)."""
-    files = {rel: (root / rel).read_bytes() for rel in fleet_files(root)}
-    return load_fleet(files, root, display_root_for(root))
+    display_root = display_root_for(root)
+    files, diags = read_fleet_files(root, display_root)
+    repo, loaded = load_fleet(files, root, display_root)
+    return repo, diags + loaded
 
 
 def load_fleet(files: Mapping[str, bytes], root: Path, display_root: str = ".") -> tuple[FleetRepo, list[Diagnostic]]:

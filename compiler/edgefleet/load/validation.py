@@ -43,13 +43,18 @@ def _diagnostic(cls: type[BaseModel], err: dict, source: Source, schema_hint: st
                      f"add '{field}:' here; {schema_hint}")
     value = err.get("input")
     shown = repr(value) if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
+    written = source.text_at(*loc) if isinstance(value, (int, float)) else None
+    if written is not None:
+        shown = written  # as the YAML says it: true, 1.10, 0x1F
     expected = _EXPECTED.get(kind.split("_")[0], "")
     description = _description_at(cls, loc)
     hint = "; ".join(filter(None, [f"'{field}' takes {expected}" if expected and field else "",
                                   description, schema_hint]))
     if kind in ("string_type",) and isinstance(value, (int, float)):
-        hint = f"put the value in quotes: '{value}'"
-    return error("E105", f"{_dotted(loc) or 'document'}: {err['msg']} (got {shown})",
+        hint = f'put the value in quotes: "{written or str(value).lower()}"'
+
+    message = err["msg"].removeprefix("Value error, ")  # our validators' own words
+    return error("E105", f"{_dotted(loc) or 'document'}: {message} (got {shown})",
                  source.at(*loc), hint)
 
 

@@ -3,17 +3,21 @@
 Fleet repositories are edited by people and by pull requests from strangers, so the
 reader refuses what a plain loader would accept silently or fatally: duplicate keys
 (the second would win unseen), alias bombs ("billion laughs"), custom tags, oversized
-files, binary and non-UTF-8 input. It builds plain dicts/lists/scalars from ruamel's
+files, binary and non-UTF-8 input, nesting deep enough to overflow the C parser's stack
+(checked on the event stream before anything is composed), and integer literals too long
+to convert. It builds plain dicts/lists/scalars from ruamel's
 node graph itself, so positions survive and nothing is ever executed.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from edgefleet.core.diagnostics import Diagnostic, error
@@ -23,6 +27,13 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 # Extra nodes that aliases may add on top of the nodes written in the file. Honest
 # reuse of an anchor adds a few; an alias bomb adds billions.
 MAX_ALIAS_EXPANSION = 100_000
+# Fleet documents nest about eight levels deep. libyaml's composer recurses once per level
+# and crashes the process (SIGSEGV) somewhere past ten thousand; Python's own recursion
+# limit is near one thousand. A hundred leaves room for any honest document.
+MAX_DEPTH = 100
+# Longest integer literal read as a number: every numeric field is bounded by 2**53
+# (16 digits); longer literals are refused before int() (which refuses > 4300 digits).
+MAX_INT_DIGITS = 40
 
 _TAG = "tag:yaml.org,2002:"
 
@@ -74,6 +85,7 @@ def parse_yaml(raw: bytes, path: str) -> tuple[list[YamlDocument], list[Diagnost
     yaml = _composer()
     docs: list[YamlDocument] = []
     try:
+        _check_depth(text, path)
         for index, node in enumerate(yaml.compose_all(text)):
             if node is None:
                 continue
@@ -110,6 +122,59 @@ def _composer() -> YAML:
         return YAML(typ="safe", pure=False)
     except ImportError:
         return YAML(typ="safe", pure=True)
+
+
+def _may_nest_deeply(text: str) -> bool:
+    """Cheap over-estimate: can the text hold more than MAX_DEPTH nested collections?
+
+    Each flow level needs a '[' or '{'; each block level needs more indentation (or a
+    '- ' / '? ' indicator), and a block sequence may share its parent key's column, hence
+    the factor two. Only a text that fails this bound pays for the exact event scan.
+    """
+    opens = text.count("[") + text.count("{")
+    if opens > MAX_DEPTH // 2:
+        return True
+    # 2 * (indent + 1) + opens > MAX_DEPTH  <=>  some line is indented this far or more:
+    widest = (MAX_DEPTH - opens) // 2
+    return re.search(rf"(?m)^[ ?:-]{{{widest},}}", text) is not None
+
+
+def _events(text: str):
+    try:
+        from _ruamel_yaml import CParser
+
+        parser = CParser(text)
+        while (event := parser.get_event()) is not None:
+            yield event
+    except ImportError:
+        yield from YAML(typ="safe", pure=True).parse(text)
+
+
+def _check_depth(text: str, path: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before the (recursive) composer sees it.
+
+    The parser's event stream is flat, so counting collection starts and ends is safe at
+    any depth, and the scan stops at the first level too deep (libyaml slows down
+    quadratically with depth, so reading on would be a cost an attacker chooses).
+    Syntax errors are left for the composer, which reports them with their place.
+    """
+    if not _may_nest_deeply(text):
+        return
+    depth = 0
+    try:
+        for event in _events(text):
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    raise _Refused(error(
+                        "E004", f"YAML nested too deeply: more than {MAX_DEPTH} levels",
+                        Location(path, mark.line + 1, mark.column + 1),
+                        "flatten the document; fleet documents need fewer than ten levels"))
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
+    except YAMLError:
+        return
 
 
 def _line_col(raw: bytes, offset: int) -> tuple[int, int]:
@@ -158,7 +223,10 @@ def _check_expansion(root: Node, path: str) -> None:
 def _build(node: Node, at: PathKey, source: SourceMap) -> Any:
     source.positions[at] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, ScalarNode):
-        return _scalar(node, source.path)
+        value = _scalar(node, source.path)
+        if isinstance(value, (int, float)):  # bool too: messages quote what was written (1.10, not 1.1)
+            source.texts[at] = node.value
+        return value
     _check_collection_tag(node, source.path)
     if isinstance(node, SequenceNode):
         return [_build(child, at + (i,), source) for i, child in enumerate(node.value)]
@@ -203,6 +271,11 @@ def _scalar(node: ScalarNode, path: str) -> Any:
         return value.lower() == "true"
     if kind == "int":
         digits = value.replace("_", "")
+        if len(digits.lstrip("+-")) > MAX_INT_DIGITS:
+            raise _Refused(error(
+                "E010", f"integer literal of {len(digits.lstrip('+-'))} digits is too long to be a number",
+                _loc(path, node),
+                "fleet numbers are at most 2**53 (16 digits); if this is text, put it in quotes"))
         try:
             return int(digits, 0)
         except ValueError:

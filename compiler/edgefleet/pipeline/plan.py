@@ -106,11 +106,12 @@ def plan_store(root: Path, override: str | None, notes: list[str]):
 def compile_side(root: Path, display: str, store, notes: list[str]) -> _Side:
     """{device id: CompiledDevice} of one revision, or its diagnostics."""
     from edgefleet.desired.compile import compile_all
-    from edgefleet.load.repo import fleet_files
+    from edgefleet.load.repo import read_fleet_files
     from edgefleet.pipeline.validate import validate_files
 
-    files = {rel: (root / rel).read_bytes() for rel in fleet_files(root)}
+    files, read_diags = read_fleet_files(root, display)  # the same boundary and size cap as validate
     repo, diags = validate_files(files, root, display)
+    diags = sorted_diagnostics([*read_diags, *diags])
     diags = without_notes(diags)  # `validate` shows its notes; plan would show them once per side
     if has_errors(diags):
         return _Side(None, diags)
@@ -142,7 +143,7 @@ def preview_artifacts(repo, store, notes: list[str]):
             continue
         unbuilt += 1
         estimate = estimate_artifact(repo, need)
-        size = estimate.size if estimate else (repo.root / keyed.resolved.variant.source).stat().st_size
+        size = estimate.size if estimate else repo.path(keyed.resolved.variant.source).stat().st_size
         artifacts[need] = UnbuiltArtifact(
             need.model, need.version, keyed.resolved.variant.name, need.hardware_class, keyed.key, size,
             estimate.precision if estimate else None, estimate.recipe if estimate else None)

@@ -17,10 +17,29 @@ from edgefleet.load.repo import FleetRepo, load_fleet, read_repository
 from edgefleet.rules.crossref import check_references
 
 
+def private_key_diagnostics(repo: FleetRepo) -> list[Diagnostic]:
+    """E510 for every private key inside the repository: every command that reads it refuses."""
+    from edgefleet.core.diagnostics import error
+    from edgefleet.core.source import Location
+    from edgefleet.signing.keys import find_private_keys
+
+    return [error(
+        "E510", "a private key is inside the fleet repository",
+        Location(repo.display(path.relative_to(repo.root).as_posix()), 1, 1),
+        "move it out of the repository (keys live in a 0600 directory outside git, or in "
+        "EDGEFLEET_KEY_<ROLE> variables); if it was ever committed, treat it as leaked: "
+        "rotate it with `edgefleet keys rotate` and purge it from the git history")
+        for path in find_private_keys(repo.root)]
+
+
 def check_fleet(repo: FleetRepo) -> list[Diagnostic]:
     from edgefleet.analysis.check import check_constraints  # reads model files; imported on use
+    from edgefleet.load.boundary import check_repo_paths
 
-    return check_references(repo, exists=lambda rel: (repo.root / rel).is_file()) + check_constraints(repo, with_notes=True)
+    # Paths leading outside the repository are reported once (E011/E012), not again as missing.
+    boundary = check_repo_paths(repo)
+    exists = lambda rel: rel in repo.refused or repo.is_file(rel)  # noqa: E731
+    return boundary + check_references(repo, exists=exists) + check_constraints(repo, with_notes=True)
 
 
 def validate_repository(root: Path) -> tuple[FleetRepo, list[Diagnostic]]:
@@ -28,6 +47,7 @@ def validate_repository(root: Path) -> tuple[FleetRepo, list[Diagnostic]]:
     repo, diags = read_repository(root)
     diags = list(diags)
     diags += check_fleet(repo)
+    diags += private_key_diagnostics(repo)
     return repo, sorted_diagnostics(diags)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from edgefleet.spec.common import Document, Duration, Strict
+from edgefleet.spec.common import Document, Duration, Int, Strict, duration_seconds
 
 
 class ArtifactStore(Strict):
@@ -24,21 +24,32 @@ class Signing(Strict):
     issuer: str = Field("https://token.actions.githubusercontent.com", description="expected OIDC issuer")
     trusted_root: str | None = Field(
         None, description="path (in the repository) of the Sigstore trusted_root.json devices pin")
-    hash_bins: int | None = Field(
+    hash_bins: Int | None = Field(
         None, ge=1, le=16384, description="TUF hash-bin delegations; default sized from the fleet")
 
 
 class ExpiryWindows(Strict):
+    """How long each role's signed metadata stays valid after a compile."""
+
     root: Duration = "365d"
     targets: Duration = "30d"
     snapshot: Duration = "7d"
     timestamp: Duration = "1d"
 
+    @field_validator("root", "targets", "snapshot", "timestamp")
+    @classmethod
+    def _not_expired_at_birth(cls, value: str) -> str:
+        # A zero window signs metadata that is already expired: every device would freeze.
+        if duration_seconds(value) <= 0:
+            raise ValueError(f"an expiry window of {value} makes the metadata expire when it is signed; "
+                             "give a positive duration such as 1d")
+        return value
+
 
 class AgentSettings(Strict):
     poll_interval: Duration = Field("5m", description="how often a device fetches desired state")
     probe_timeout: Duration = Field("60s", description="limit for one health probe")
-    telemetry_buffer_rows: int = Field(10000, ge=100, description="bound of the on-device telemetry buffer")
+    telemetry_buffer_rows: Int = Field(10000, ge=100, description="bound of the on-device telemetry buffer")
     status_remote: str | None = Field(None, description="git URL where devices push status reports")
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from edgefleet.spec.common import Document, Duration, Precision, Runtime, Strict
+from edgefleet.spec.common import Document, Duration, Float, Int, Precision, Runtime, Strict
 from edgefleet.spec.recipe import Recipe
 
 
@@ -25,7 +25,7 @@ class RuntimeSpec(Strict):
 
 
 class InputSpec(Strict):
-    shape: list[int] = Field(min_length=1, description="shape the device feeds the model, batch first")
+    shape: list[Int] = Field(min_length=1, description="shape the device feeds the model, batch first")
     dtype: Literal["float32", "float16", "uint8", "int8"] = "float32"
 
 
@@ -41,13 +41,13 @@ class HardwareClassSpec(Strict):
     accelerator: Accelerator = Accelerator()
     runtime: RuntimeSpec
     precisions: list[Precision] = Field(min_length=1, description="precisions the runtime executes here")
-    ram_mb: int = Field(gt=0, description="total RAM of the device")
-    model_ram_budget_mb: int = Field(gt=0, description="RAM a model may use at inference")
-    storage_mb: int = Field(gt=0, description="storage free for artifacts (both A/B slots)")
-    max_artifact_mb: float = Field(gt=0, description="largest artifact this class accepts (link budget)")
-    power_w: float = Field(gt=0, description="power envelope")
-    latency_budget_ms: float = Field(gt=0, description="per-inference latency budget on the device")
-    batch_size: int = Field(1, ge=1)
+    ram_mb: Int = Field(gt=0, description="total RAM of the device")
+    model_ram_budget_mb: Int = Field(gt=0, description="RAM a model may use at inference")
+    storage_mb: Int = Field(gt=0, description="storage free for artifacts (both A/B slots)")
+    max_artifact_mb: Float = Field(gt=0, description="largest artifact this class accepts (link budget)")
+    power_w: Float = Field(gt=0, description="power envelope")
+    latency_budget_ms: Float = Field(gt=0, description="per-inference latency budget on the device")
+    batch_size: Int = Field(1, ge=1)
     input: InputSpec | None = None
     offline: OfflinePolicy = OfflinePolicy()
     requires_accuracy_gate: bool = Field(True, description="artifacts must pass an accuracy gate on evaluation data")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgefleet.spec.common import Document, Name, Runtime, SemVer, Sha256, Strict
+from edgefleet.spec.common import Document, Float, Name, Runtime, SemVer, Sha256, Strict
 from edgefleet.spec.recipe import Recipe
 
 
@@ -17,8 +17,8 @@ class DataRefs(Strict):
 
 class AccuracyBudget(Strict):
     metric: Literal["top1_agreement", "top1_accuracy", "iou", "cosine", "max_abs_error"]
-    threshold: float = Field(description="lowest allowed value (highest for max_abs_error)")
-    binarize_at: float = Field(0.5, description="for iou: threshold that turns output maps into masks")
+    threshold: Float = Field(description="lowest allowed value (highest for max_abs_error)")
+    binarize_at: Float = Field(0.5, description="for iou: threshold that turns output maps into masks")
 
 
 class Variant(Strict):

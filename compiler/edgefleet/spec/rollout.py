@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgefleet.spec.common import Document, Duration, Name, SemVer, Share, Strict
+from edgefleet.spec.common import Document, Duration, Float, Int, Name, SemVer, Share, Strict
 
 
 class Selector(Strict):
@@ -21,8 +21,8 @@ class Selector(Strict):
 class WaveGates(Strict):
     min_reporting: Share = Field(0.9, description="share of the wave's devices that must report")
     max_failure_rate: Share = Field(0.05, description="share of reporting devices allowed to fail")
-    max_latency_p50_ms: float | None = Field(None, gt=0)
-    max_latency_p95_ms: float | None = Field(None, gt=0)
+    max_latency_p50_ms: Float | None = Field(None, gt=0)
+    max_latency_p95_ms: Float | None = Field(None, gt=0)
     soak: Duration = Field("1h", description="time the wave must stay healthy before the next")
     timeout: Duration = Field("24h", description="after this, silent devices count as offline, not pending")
     max_offline: Share = Field(0.1, description="share of the wave allowed to be offline at timeout")
@@ -30,7 +30,7 @@ class WaveGates(Strict):
 
 class Wave(Strict):
     name: Name
-    percent: float = Field(gt=0, le=100, description="cumulative share of the target set, in percent")
+    percent: Float = Field(gt=0, le=100, description="cumulative share of the target set, in percent")
     gates: WaveGates = WaveGates()
 
 
@@ -40,7 +40,7 @@ class RollbackPolicy(Strict):
 
 class RolloutState(Strict):
     phase: Literal["pending", "progressing", "paused", "complete", "rolled_back"] = "pending"
-    current_wave: int | None = Field(None, ge=0, description="index of the last live wave")
+    current_wave: Int | None = Field(None, ge=0, description="index of the last live wave")
     since: str | None = Field(None, description="when the current wave went live (RFC 3339)")
 
 
