@@ -393,7 +393,7 @@ def test_build_and_compile_report_a_corrupt_store(corruption, built_copy_source,
     assert res.code == 1, res.err
     assert "[E416]" in res.err and key_dir.name in res.err and "internal error" not in res.err
     res = run_cli("compile", fleet_copy, "--store", store_dir, "--keys", tmp_path / "keys",
-                  "--out", tmp_path / "out", "--now", "2026-11-20T08:00:00Z")
+                  "--out", tmp_path / "out", "--now", "2026-11-20T08:00:00Z", "--allow-clock-skew")
     assert res.code == 1, res.err
     assert "[E416]" in res.err and "internal error" not in res.err
     assert not (tmp_path / "out" / "metadata").exists()
