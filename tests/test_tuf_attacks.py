@@ -20,7 +20,7 @@ from tuf.api.metadata import Metadata, Root
 from tuf.api.serialization.json import JSONSerializer
 
 from edgefleet.signing import device_target_path
-from edgefleet.signing import publish as publish_mod
+from edgefleet.signing import publication as publication_mod
 from edgefleet.signing.keys import init_keys, load_keys, rotate_key
 from edgefleet.signing.layout import metadata_file, target_file
 from edgefleet.signing.publish import TargetFile, publish
@@ -223,7 +223,7 @@ def a_target_bytes_at_b_name(c: Case):
 
 def b_target_signed_for_a(c: Case, monkeypatch):
     # A compromised or buggy compiler signs B's entry with A's identity (publish itself refuses this).
-    monkeypatch.setattr(publish_mod, "_check_target", lambda t: None)
+    monkeypatch.setattr(publication_mod, "_check_target", lambda t: None)
     forged = [t if t.path != device_target_path(B) else TargetFile(t.path, target(A, 2).data, target(A, 2).custom)
               for t in targets(40, changed={A: 2})]
     publish(c.tree, forged, c.keys(), EXPIRY, T1 + timedelta(minutes=1))
