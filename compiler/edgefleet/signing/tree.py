@@ -3,7 +3,7 @@
 `read_tree(out_dir)` walks the tree as a TUF client would (timestamp -> snapshot ->
 targets -> every hash bin) and returns a `PublishedTree`: the root chain, the top-level
 roles as python-tuf objects, the bin count, per bin what the next publish decides from,
-and per target path its signed entry (sha256, length, release counter, hardware class,
+and per target path its signed entry (sha256, release counter, hardware class,
 other custom fields). Used by publish (the previous version), by compile's release
 counters (desired/release.py) and by anything else that needs to know what is published.
 
@@ -54,7 +54,6 @@ class TargetEntry(NamedTuple):
     """A device target as its bin signs it."""
 
     sha256: str                 # hex digest of the target's bytes
-    length: int
     release_counter: int
     hardware_class: str
     extras: str | None          # custom fields beyond the three every target has, as sorted JSON (rare)
@@ -252,7 +251,7 @@ class _Reader:
             for tpath, info in bin_targets.items():
                 custom = info["custom"]
                 entries[tpath] = new(TargetEntry, (
-                    info["hashes"]["sha256"], int(info["length"]), int(custom[CUSTOM_RELEASE_COUNTER]),
+                    info["hashes"]["sha256"], int(custom[CUSTOM_RELEASE_COUNTER]),
                     intern(custom[CUSTOM_HARDWARE_CLASS]), extras_of(custom)))
             intact = self.matches(bin_meta, data) and _bin_signed(signed, signatures, key)
             out.bins[bin_name] = BinInfo(int(signed["version"]), expires,
