@@ -134,7 +134,10 @@ class _Applier:
             self.written.append(rel)
             folder.rewrite(w.name, w.data)
             return
-        self.written.append(f"{w.dir}/{w.name}")  # before the write: a failed write is cleaned up too
+        rel = f"{w.dir}/{w.name}"
+        if w.referenced:  # missing, though the previous version lists it: restored, kept even on failure
+            self.keep_on_failure.add(rel)
+        self.written.append(rel)  # before the write: a failed write is cleaned up too
         folder.create(w.name, w.data)
 
     def meta(self, w: MetaWrite, durable: bool = False) -> None:
