@@ -11,10 +11,11 @@ Every file is read through `treefs` (no-follow, relative to directory descriptor
 tree is untrusted input, and a link anywhere in it is refused with E544.
 
 Integrity, for repair: each role records whether its file is `intact` — its length (and
-hash, where the referrer lists one) is what the referring role says, and it carries a
-valid signature by the key the caller expects to sign it with (`expect`, role -> public
-key; without it, by the keys the tree itself lists). Signatures are checked, not trusted:
-a tree from a branch others can push to may have been damaged. The bins are read as plain
+hash, where the referrer lists one) is what the referring role says, and, when the caller
+names the keys it signs with (`expect`, role -> public key, as publish does), it carries
+a valid signature by that key. Signatures are checked, not trusted: a tree from a branch
+others can push to may have been damaged. Without `expect` (compile's release counters)
+signatures are not checked, which saves re-encoding every bin. The bins are read as plain
 JSON and their signed bytes re-encoded with the C json encoder (the canonical form TUF
 signs, see FastCanonicalJSON): at a million devices tuf objects for every target would
 cost more than the whole compile.
@@ -137,14 +138,13 @@ def read_tree_at(tree: Tree, expect: Mapping[str, Key] | None = None) -> Publish
         return out
     if out.root is None:
         raise unusable(tree.label, "metadata", "it has a timestamp.json but no root")
-    root = out.root.signed
     out.timestamp = reader.parse("timestamp.json", ts_data)
-    out.intact["timestamp"] = reader.signed_by_role(out.timestamp, root, "timestamp", ts_data)
+    out.intact["timestamp"] = reader.signed(out.timestamp, "timestamp")
     snap_meta = out.timestamp.signed.snapshot_meta
     snap_name = f"{snap_meta.version}.snapshot.json"
     out.snapshot, snap_data = reader.metadata(snap_name)
     out.intact["snapshot"] = (reader.matches(snap_meta, snap_data)
-                              and reader.signed_by_role(out.snapshot, root, "snapshot", snap_data))
+                              and reader.signed(out.snapshot, "snapshot"))
     files = {"metadata/timestamp.json", f"metadata/{snap_name}"}
     listed = out.snapshot.signed.meta
     for role_file, role_meta in listed.items():
@@ -154,7 +154,7 @@ def read_tree_at(tree: Tree, expect: Mapping[str, Key] | None = None) -> Publish
         raise unusable(tree.label, f"metadata/{snap_name}", "it lists no targets.json")
     out.targets, targets_data = reader.metadata(f"{targets_meta.version}.targets.json")
     out.intact["targets"] = (reader.matches(targets_meta, targets_data)
-                             and reader.signed_by_role(out.targets, root, "targets", targets_data))
+                             and reader.signed(out.targets, "targets"))
     delegations = out.targets.signed.delegations
     if delegations is None or delegations.succinct_roles is None:
         raise unusable(tree.label, f"metadata/{targets_meta.version}.targets.json",
@@ -162,9 +162,6 @@ def read_tree_at(tree: Tree, expect: Mapping[str, Key] | None = None) -> Publish
     succinct = delegations.succinct_roles
     out.bit_length = succinct.bit_length
     bins_key = (expect or {}).get(BINS_PREFIX)
-    if bins_key is None:  # no expectation: the key the tree's own delegation lists
-        keyids = succinct.keyids
-        bins_key = delegations.keys.get(keyids[0]) if len(keyids) == 1 else None
     for bin_name in succinct.get_roles():
         bin_meta = listed.get(f"{bin_name}.json")
         if bin_meta is None:
@@ -202,17 +199,16 @@ class _Reader:
         except Exception:  # LengthOrHashMismatchError
             return False
 
-    def signed_by_role(self, md: Metadata, root: Root, role: str, data: bytes) -> bool:
-        """A valid signature by the expected key, or (without one) as the tree's root requires."""
+    def signed(self, md: Metadata, role: str) -> bool:
+        """A valid signature by the expected key (True when no key is expected: not checked)."""
         key = self.expect.get(role)
+        if key is None:
+            return True
         try:
-            if key is not None:
-                sig = md.signatures.get(key.keyid)
-                if sig is None:
-                    return False
-                key.verify_signature(sig, md.signed_bytes)
-            else:
-                root.verify_delegate(role, md.signed_bytes, md.signatures)
+            sig = md.signatures.get(key.keyid)
+            if sig is None:
+                return False
+            key.verify_signature(sig, md.signed_bytes)
             return True
         except Exception:  # UnverifiedSignatureError, UnsignedMetadataError, a bad key
             return False
@@ -253,16 +249,16 @@ class _Reader:
                 entries[tpath] = new(TargetEntry, (
                     info["hashes"]["sha256"], int(custom[CUSTOM_RELEASE_COUNTER]),
                     intern(custom[CUSTOM_HARDWARE_CLASS]), extras_of(custom)))
-            intact = self.matches(bin_meta, data) and _bin_signed(signed, signatures, key)
+            intact = self.matches(bin_meta, data) and (key is None or _bin_signed(signed, signatures, key))
             out.bins[bin_name] = BinInfo(int(signed["version"]), expires,
                                          frozenset(s["keyid"] for s in signatures), len(bin_targets), intact)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise unusable(self.tree.label, rel, f"{type(exc).__name__}: {exc}") from None
 
 
-def _bin_signed(signed: dict, signatures: list, key: Key | None) -> bool:
+def _bin_signed(signed: dict, signatures: list, key: Key) -> bool:
     """Exactly one signature, by `key`, valid over the canonical form of `signed`."""
-    if key is None or len(signatures) != 1 or signatures[0].get("keyid") != key.keyid:
+    if len(signatures) != 1 or signatures[0].get("keyid") != key.keyid:
         return False
     text = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     # Identical to canonical JSON unless something needed an escape (see FastCanonicalJSON).
