@@ -72,6 +72,7 @@ from edgefleet.signing.tree import PublishedTree, TargetEntry, extras_of
 TARGETS_PER_BIN = 256
 MAX_BIT_LENGTH = 14  # 16384 bins, the fleet.yaml limit
 MAX_ERRORS = 50      # enough to act on; a systematic bug would otherwise print a million
+_new = tuple.__new__
 _COMPACT = JSONSerializer(compact=True)
 _PRETTY = JSONSerializer(compact=False)
 _CANONICAL = CanonicalJSONSerializer()
@@ -205,8 +206,9 @@ class Planner:
         # Same bytes and same custom fields: its bin entry is what the previous bin says.
         same = (referenced and before.release_counter == counter
                 and before.hardware_class == custom[CUSTOM_HARDWARE_CLASS] and before.extras == extras_of(custom))
-        self.entries.append(_BinEntry(int.from_bytes(hashlib.sha256(path.encode()).digest()[:4], "big"),
-                                      path, len(data), digest, custom, same))
+        # tuple.__new__: a NamedTuple's own __new__ is a Python call, a million times
+        self.entries.append(_new(_BinEntry, (int.from_bytes(hashlib.sha256(path.encode()).digest()[:4], "big"),
+                                             path, len(data), digest, custom, same)))
         if self.diags:
             return None
         dirname, _, base = path.rpartition("/")
@@ -214,7 +216,7 @@ class Planner:
         name = f"{digest}.{base}"
         self._new_names[folder].add(name)
         names = self.listing.get(folder)
-        return TargetWrite(folder, name, data, names is not None and name in names, referenced)
+        return _new(TargetWrite, (folder, name, data, names is not None and name in names, referenced))
 
     # --- the metadata ----------------------------------------------------------------
 

@@ -239,32 +239,58 @@ class _Reader:
         new = tuple.__new__
         intern = sys.intern
         try:
-            doc = json.loads(data)
-            signed = doc["signed"]
+            signed, signatures, signed_bytes = _split(data)
             bin_targets = signed["targets"]
-            signatures = doc["signatures"]
             expires = datetime.strptime(signed["expires"], _TS_FORMAT).replace(tzinfo=timezone.utc)
             for tpath, info in bin_targets.items():
                 custom = info["custom"]
                 entries[tpath] = new(TargetEntry, (
                     info["hashes"]["sha256"], int(custom[CUSTOM_RELEASE_COUNTER]),
                     intern(custom[CUSTOM_HARDWARE_CLASS]), extras_of(custom)))
-            intact = self.matches(bin_meta, data) and (key is None or _bin_signed(signed, signatures, key))
+            intact = self.matches(bin_meta, data) and (key is None or _bin_signed(signed, signatures, signed_bytes, key))
             out.bins[bin_name] = BinInfo(int(signed["version"]), expires,
                                          frozenset(s["keyid"] for s in signatures), len(bin_targets), intact)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise unusable(self.tree.label, rel, f"{type(exc).__name__}: {exc}") from None
 
 
-def _bin_signed(signed: dict, signatures: list, key: Key) -> bool:
+_HEAD = b'{"signatures":'
+_SIGNED = b'],"signed":'
+
+
+def _split(data: bytes) -> tuple[dict, list, bytes | None]:
+    """(signed, signatures, the bytes of `signed` as they stand in the file, if they can be cut out).
+
+    The publisher writes `{"signatures":[...],"signed":{...}}` (compact, sorted keys); the
+    signatures hold only hex strings, so the first `],"signed":` ends them. Both parts are
+    parsed from exactly those byte ranges, so what is checked is what is read.
+    """
+    if data.startswith(_HEAD) and data.endswith(b"}"):
+        cut = data.find(_SIGNED)
+        if cut > 0:
+            signed_bytes = data[len(_SIGNED) + cut:-1]
+            signatures = json.loads(data[len(_HEAD):cut + 1])
+            return json.loads(signed_bytes), signatures, signed_bytes
+    doc = json.loads(data)
+    return doc["signed"], doc["signatures"], None
+
+
+def _bin_signed(signed: dict, signatures: list, signed_bytes: bytes | None, key: Key) -> bool:
     """Exactly one signature, by `key`, valid over the canonical form of `signed`."""
     if len(signatures) != 1 or signatures[0].get("keyid") != key.keyid:
         return False
+    signature = Signature(key.keyid, signatures[0]["sig"])
+    if signed_bytes is not None:
+        try:  # the file's own bytes are canonical JSON when nothing in them needed an escape
+            key.verify_signature(signature, signed_bytes)
+            return True
+        except Exception:
+            pass
     text = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     # Identical to canonical JSON unless something needed an escape (see FastCanonicalJSON).
     data = text.encode("utf-8") if "\\" not in text else encode_canonical(signed).encode("utf-8")
     try:
-        key.verify_signature(Signature(key.keyid, signatures[0]["sig"]), data)
+        key.verify_signature(signature, data)
         return True
     except Exception:  # UnverifiedSignatureError, a malformed signature
         return False
