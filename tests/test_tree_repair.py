@@ -249,3 +249,17 @@ def test_dropping_old_roles_without_a_snapshot_key_rotation_strands_cached_devic
     with pytest.raises(VerifyError) as exc:
         verify_device(out, DEV, _root1(out), later, metadata_cache=cache)
     assert "missing info" in exc.value.reason
+
+
+def test_a_root_left_by_a_run_killed_before_its_commit_is_taken_as_the_newest(tree, tmp_path):
+    """A killed run may leave N+1.root.json (written just before the timestamp): it is whole (temp + rename) and signed."""
+    ahead = tmp_path / "ahead"
+    shutil.copytree(tree, ahead)
+    shutil.copytree(tree.parent / "keys", ahead.parent / "keys-ahead")
+    rotate_key(ahead.parent / "keys-ahead", "timestamp")
+    publish(ahead, targets(40), load_keys(ahead.parent / "keys-ahead"), EXPIRY, T1)
+    shutil.copyfile(ahead / "metadata" / "2.root.json", tree / "metadata" / "2.root.json")  # only the root got out
+    report = publish(tree, targets(40), load_keys(ahead.parent / "keys-ahead"), EXPIRY, T1 + timedelta(minutes=1))
+    assert report.versions["root"] == 2 and "metadata/2.root.json" not in report.written
+    got = verify_device(tree, DEV, _root1(tree), T1 + timedelta(minutes=5))
+    assert got.versions["root"] == 2

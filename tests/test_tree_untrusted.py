@@ -211,6 +211,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_up_by_the_next_publish(world):
     out, keys, _ = world
     leftovers = [
         "metadata/.timestamp.json.tmp",
+        "metadata/.2.root.json.tmp",
         "metadata/7.snapshot.json",
         "metadata/7.targets.json",
         metadata_file("7.bins-0.json"),
@@ -242,3 +243,11 @@ def _lstat_tree(root: Path) -> dict[str, tuple]:
             else:
                 out[rel] = ("dir",)
     return out
+
+
+def test_a_planted_root_after_a_gap_is_refused_not_trusted(world):
+    out, keys, _ = world
+    (out / "metadata" / "9.root.json").write_bytes((out / "metadata" / "1.root.json").read_bytes())
+    with pytest.raises(SigningError) as exc:
+        publish(out, targets(40), keys, EXPIRY, T1)
+    assert exc.value.code == "E542" and "no 2.root.json before 9.root.json" in exc.value.message

@@ -79,7 +79,7 @@ _CANONICAL = CanonicalJSONSerializer()
 
 # The publisher's own file names, per directory kind: nothing else is ever pruned.
 _OWN_TOP_LEVEL = re.compile(r"^[1-9][0-9]*\.(?:snapshot|targets)\.json$")
-_OWN_TEMP = re.compile(r"^\.timestamp\.json\.tmp$")
+_OWN_TEMP = re.compile(r"^\.(?:timestamp|[1-9][0-9]*\.root)\.json\.tmp$")
 _OWN_BIN = re.compile(r"^[1-9][0-9]*\." + BINS_PREFIX + r"-([0-9a-f]+)\.json$")
 _OWN_TARGET = re.compile(r"^([0-9a-f]{64})\.(.+)\.json$")
 

@@ -143,15 +143,18 @@ class _Applier:
     def meta(self, w: MetaWrite, durable: bool = False) -> None:
         parent, _, name = w.path.rpartition("/")
         folder = self.tree.dir(parent, create=True)
-        if w.exists and durable:  # a repaired root: the live chain names it, so replace it atomically
-            self.keep_on_failure.add(w.path)
+        if durable:  # a root: never half-written (a device fetches N+1.root.json without asking)
+            if w.exists:  # a repaired root: the live chain names it
+                self.keep_on_failure.add(w.path)
+            else:
+                self.written.append(w.path)
             folder.replace(name, w.data)
             return
         self.written.append(w.path)
         if w.exists:  # a leftover of a killed run under the name this version uses
             folder.rewrite(name, w.data)
         else:
-            folder.create(name, w.data, durable=durable)
+            folder.create(name, w.data)
 
     def commit(self, publication: Publication) -> None:
         for w in publication.metadata:

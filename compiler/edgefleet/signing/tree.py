@@ -129,6 +129,10 @@ def read_tree_at(tree: Tree, expect: Mapping[str, Key] | None = None) -> Publish
     reader = _Reader(tree, meta, expect)
     if out.roots:
         newest = max(out.roots)
+        if sorted(out.roots) != list(range(1, newest + 1)):
+            gaps = sorted(set(range(1, newest + 1)) - set(out.roots))
+            raise unusable(tree.label, "metadata", f"the root chain has a gap: no {gaps[0]}.root.json "
+                           f"before {newest}.root.json (a device walks every version)")
         out.root, _ = reader.metadata(f"{newest}.root.json")
         if newest - 1 in out.roots:
             out.root_before, _ = reader.metadata(f"{newest - 1}.root.json")
