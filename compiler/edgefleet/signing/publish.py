@@ -17,7 +17,7 @@ removed, whatever the tree holds.
 Invariants:
 - Atomic: every file of the new version goes under a name the live tree does not use
   (content-addressed targets, version-prefixed metadata), and the single mutable file,
-  metadata/timestamp.json, is replaced last (temporary file, fsync, rename). A failure
+  metadata/timestamp.json, is replaced last (temporary file, fsync, rename; roots too). A failure
   before that removes what this run wrote, so the previous tree is as it was; a crash
   leaves only unreferenced files, which the next publish rewrites or prunes. A new root
   version is written just before the timestamp (clients fetch N+1.root.json without

@@ -11,8 +11,8 @@ writes and prunes outside `--out`. Guarded here, once, for every caller:
   swapped for a link after it was opened cannot redirect anything;
 - files are opened with O_NOFOLLOW; new files are created with O_CREAT|O_EXCL, so an
   existing name (a link, or a hard link to a file elsewhere) is never written through: a
-  name that must be rewritten is unlinked first, and the commit point is written to a
-  temporary name and renamed within its directory;
+  name that must be rewritten is unlinked first, and the commit point (and a root) is
+  written to a temporary name and renamed within its directory;
 - `scan` lists the publisher's directories (`metadata/`, `metadata/bins/*`, `targets/`,
   `targets/devices/*`) and refuses any symbolic link in them with E544, naming it, before
   anything is written. Hard links cannot be committed to git; one made locally is
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,8 +182,8 @@ class Tree:
         self.top = TreeDir(self, fd, "") if fd >= 0 else None
         self._dirs: dict[str, TreeDir | None] = {"": self.top}
         try:
-            soft = __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[0]
-        except (ImportError, ValueError, OSError):
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ValueError, OSError):
             soft = 1024
         # one descriptor per shard folder in use; bounded well below the process limit
         self._bound = max(64, min(8192, (soft if soft > 0 else 1024) // 2))
