@@ -34,7 +34,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -125,7 +125,7 @@ class PublishReport:
 class Publication:
     """One new version of the tree, as data; publish.py applies it."""
 
-    metadata: tuple[MetaWrite, ...]   # bins, targets, snapshot (new names); written before the root
+    metadata: tuple[MetaWrite, ...]   # bins, targets, snapshot (new names), unless emitted (see finish)
     root: MetaWrite | None            # a new root version, written just before the commit
     timestamp: bytes | None           # replaces metadata/timestamp.json: the commit point (None: unchanged)
     keep: frozenset[str]              # metadata files of the new and the previous version
@@ -220,8 +220,14 @@ class Planner:
 
     # --- the metadata ----------------------------------------------------------------
 
-    def finish(self) -> Publication:
-        """The new version's metadata, commit point and prune list; DiagnosticError on bad targets."""
+    def finish(self, emit: Callable[[MetaWrite], None] | None = None) -> Publication:
+        """The new version's metadata, commit point and prune list; DiagnosticError on bad targets.
+
+        `emit`, when given, receives each bin, targets and snapshot file as soon as it is
+        signed (publish writes it then: at a million devices all re-signed bins together
+        are ~200 MB), and `Publication.metadata` is then empty; without it they are
+        collected there. Either way in commit order: bins, targets, snapshot.
+        """
         if self.diags:
             raise DiagnosticError(self.diags)
         prev = self.prev
@@ -235,6 +241,8 @@ class Planner:
             by_bin[entry.key >> shift].append(entry)
 
         writes: list[MetaWrite] = []
+        self._emit = emit if emit is not None else writes.append
+        self._meta_paths: set[str] = set()
         snapshot_meta: dict[str, MetaFile] = {}
         old_meta = prev.snapshot.signed.meta if prev.snapshot else {}
         same_bins = prev.bit_length == bit_length
@@ -277,7 +285,7 @@ class Planner:
             bins=succinct.number_of_bins, targets=len(self.entries), retired_bins=retired,
             repaired=self._repaired)
         return Publication(tuple(writes), root_write, ts_bytes, frozenset(keep),
-                           self._prune(frozenset(keep), {w.path for w in writes}), report)
+                           self._prune(frozenset(keep), self._meta_paths), report)
 
     def _bin(self, bin_name: str, bin_entries, old_meta, same_bins: bool, writes: list[MetaWrite]) -> MetaFile:
         old = self.prev.bins.get(bin_name)
@@ -398,7 +406,8 @@ class Planner:
         rel = metadata_file(name)
         folder, _, base = rel.rpartition("/")
         names = self.listing.get(folder)
-        writes.append(MetaWrite(rel, data, names is not None and base in names))
+        self._meta_paths.add(rel)
+        self._emit(MetaWrite(rel, data, names is not None and base in names))
         self._written.append(rel)
 
     # --- what to prune once the new version is live -----------------------------------

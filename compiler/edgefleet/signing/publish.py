@@ -108,7 +108,7 @@ class _Applier:
                 write = planner.add(t)
                 if write is not None:
                     self.target(write)
-            publication = planner.finish()
+            publication = planner.finish(emit=self.meta)  # each signed file is written at once
             self.commit(publication)
             committed = True
         finally:
