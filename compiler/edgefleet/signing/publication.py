@@ -247,8 +247,7 @@ class Planner:
         old_meta = prev.snapshot.signed.meta if prev.snapshot else {}
         same_bins = prev.bit_length == bit_length
         for index, bin_name in enumerate(succinct.get_roles()):
-            snapshot_meta[f"{bin_name}.json"] = self._bin(bin_name, by_bin.get(index, ()), old_meta, same_bins,
-                                                          writes)
+            snapshot_meta[f"{bin_name}.json"] = self._bin(bin_name, by_bin.get(index, ()), old_meta, same_bins)
 
         root_md = self._root_metadata()
         # Bins of an earlier bin count stay listed while a cached snapshot may list them.
@@ -262,11 +261,11 @@ class Planner:
         targets_signed = Targets(targets={}, delegations=Delegations(
             keys={bins_key.keyid: bins_key}, roles=None, succinct_roles=succinct))
         snapshot_meta["targets.json"] = self._role(
-            "targets", targets_signed, prev.targets, old_meta.get("targets.json"), writes)
+            "targets", targets_signed, prev.targets, old_meta.get("targets.json"))
 
         snapshot_signed = Snapshot(meta=dict(sorted(snapshot_meta.items())))
         old_snap = prev.timestamp.signed.snapshot_meta if prev.timestamp else None
-        snap_file = self._role("snapshot", snapshot_signed, prev.snapshot, old_snap, writes, hashes=True)
+        snap_file = self._role("snapshot", snapshot_signed, prev.snapshot, old_snap, hashes=True)
         keep = {"metadata/timestamp.json", f"metadata/{snap_file.version}.snapshot.json"}
         keep |= {metadata_file(f"{m.version}.{name}") for name, m in snapshot_meta.items()}
         keep |= prev.files
@@ -287,7 +286,7 @@ class Planner:
         return Publication(tuple(writes), root_write, ts_bytes, frozenset(keep),
                            self._prune(frozenset(keep), self._meta_paths), report)
 
-    def _bin(self, bin_name: str, bin_entries, old_meta, same_bins: bool, writes: list[MetaWrite]) -> MetaFile:
+    def _bin(self, bin_name: str, bin_entries, old_meta, same_bins: bool) -> MetaFile:
         old = self.prev.bins.get(bin_name)
         old_file = old_meta.get(f"{bin_name}.json")
         if old is not None and old_file is not None and same_bins:
@@ -307,16 +306,16 @@ class Planner:
         signed.version = before + 1
         signed.expires = self.now + self.windows["bins"]
         data = self._sign(signed, "bins")
-        self._meta_write(f"{signed.version}.{bin_name}.json", data, writes)
+        self._meta_write(f"{signed.version}.{bin_name}.json", data)
         return MetaFile(version=signed.version, length=len(data))
 
     def _role(self, role: str, signed, prev_md: Metadata | None, prev_file: MetaFile | None,
-              writes: list[MetaWrite], hashes: bool = False) -> MetaFile:
+              hashes: bool = False) -> MetaFile:
         version, data = self._decide(role, signed, prev_md)
         if data is None:
             self._unchanged += 1
             return prev_file
-        self._meta_write(f"{version}.{role}.json", data, writes)
+        self._meta_write(f"{version}.{role}.json", data)
         return MetaFile(version=version, length=len(data),
                         hashes={"sha256": hashlib.sha256(data).hexdigest()} if hashes else None)
 
@@ -402,7 +401,7 @@ class Planner:
         md.sign(self.keys.signer(role), signed_serializer=_FAST_CANONICAL)
         return md.to_bytes(_COMPACT)
 
-    def _meta_write(self, name: str, data: bytes, writes: list[MetaWrite]) -> None:
+    def _meta_write(self, name: str, data: bytes) -> None:
         rel = metadata_file(name)
         folder, _, base = rel.rpartition("/")
         names = self.listing.get(folder)
