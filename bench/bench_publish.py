@@ -4,7 +4,9 @@
 
 Per size, in a fresh process (so peak RSS is that size's own): publish N generated
 device targets (~700-byte desired states) into an empty directory, publish the same
-again (no change: files written must be 0), then publish with 1% of the devices changed.
+again (no change: files written must be 0; every kept target is still compared with its
+bytes), then publish with 1% of the devices changed, then overwrite 1% of the target
+files in the tree and publish the same targets again (`repair`: those files rewritten).
 `generate_seconds` is the time to produce the targets alone (included in the publish
 times, since publish consumes a generator as compile does). A fresh publish of a big
 fleet creates one small file per device, so it is bound by the disk; `--tmpdir /dev/shm`
@@ -70,7 +72,15 @@ def run_one(count: int, workdir: Path) -> dict:
         start = time.perf_counter()
         report = publish(out, targets(count, changed_every), keys, expiry, now)
         runs[name] = {"seconds": round(time.perf_counter() - start, 2), "files_written": len(report.written),
-                      "files_unchanged": report.unchanged, "files_removed": len(report.removed)}
+                      "files_unchanged": report.unchanged, "files_removed": len(report.removed),
+                      "files_repaired": len(report.repaired)}
+    damaged = sorted((out / "targets").rglob("*.json"))[::100]
+    for path in damaged:
+        path.write_bytes(b"damaged")
+    start = time.perf_counter()
+    report = publish(out, targets(count, 100), keys, expiry, NOW + timedelta(hours=2, minutes=30))
+    runs["repair"] = {"seconds": round(time.perf_counter() - start, 2), "files_damaged": len(damaged),
+                      "files_written": len(report.written), "files_repaired": len(report.repaired)}
     tree_bytes = sum(p.stat().st_size for p in (out / "metadata").rglob("*.json"))
     return {"targets": count, "bins": report.bins, "generate_seconds": round(generate, 2), **runs,
             "metadata_mb": round(tree_bytes / 2**20, 1),

@@ -19,6 +19,7 @@ from edgefleet.signing import SigningError, device_target_path
 from edgefleet.signing import publish as publish_mod
 from edgefleet.signing.keys import RoleKeys, init_keys, load_keys, rotate_key
 from edgefleet.signing.layout import metadata_file, target_file
+from edgefleet.signing.publication import Planner
 from edgefleet.signing.publish import FastCanonicalJSON, TargetFile, bit_length_for, publish
 from edgefleet.signing.verify import verify_device
 from edgefleet.spec.fleet import ExpiryWindows
@@ -153,13 +154,14 @@ def test_a_lower_release_counter_is_refused_and_nothing_is_written(tmp_path, key
     assert tree_files(out) == before
 
 
-@pytest.mark.parametrize("fail_at", ["_bin", "_root", "_write_meta"], ids=["signing-a-bin", "root", "writing-metadata"])
-def test_a_failed_publish_leaves_the_previous_tree_byte_for_byte(tmp_path, keys, monkeypatch, fail_at):
+@pytest.mark.parametrize("owner,fail_at", [(Planner, "_bin"), (Planner, "_root"), (publish_mod._Applier, "meta")],
+                         ids=["signing-a-bin", "root", "writing-metadata"])
+def test_a_failed_publish_leaves_the_previous_tree_byte_for_byte(tmp_path, keys, monkeypatch, owner, fail_at):
     out = tmp_path / "out"
     publish(out, targets(300), keys, EXPIRY, T0)
     before = tree_files(out)
     calls = {"n": 0}
-    original = getattr(publish_mod._Publisher, fail_at)
+    original = getattr(owner, fail_at)
 
     def failing(self, *args, **kwargs):
         calls["n"] += 1
@@ -167,7 +169,7 @@ def test_a_failed_publish_leaves_the_previous_tree_byte_for_byte(tmp_path, keys,
             raise OSError(28, "No space left on device")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(publish_mod._Publisher, fail_at, failing)
+    monkeypatch.setattr(owner, fail_at, failing)
     rotate_key(tmp_path / "keys", "timestamp")  # a new root too
     changed = targets(300, generation=2)
     with pytest.raises(OSError):

@@ -20,7 +20,7 @@ from tuf.api.metadata import Metadata, Root
 from tuf.api.serialization.json import JSONSerializer
 
 from edgefleet.signing import device_target_path
-from edgefleet.signing import publish as publish_mod
+from edgefleet.signing import publication as publication_mod
 from edgefleet.signing.keys import init_keys, load_keys, rotate_key
 from edgefleet.signing.layout import metadata_file, target_file
 from edgefleet.signing.publish import TargetFile, publish
@@ -221,9 +221,24 @@ def a_target_bytes_at_b_name(c: Case):
     shutil.copyfile(c.target_file(A), c.target_file(B))
 
 
+def b_target_bytes_at_a_name(c: Case):
+    # B is a jetson-vision-standard device: its state is longer than A's, so the client reads
+    # past A's signed length. The first bytes are not A's: a file swapped in, not padding.
+    assert c.target_file(B).stat().st_size > c.target_file(A).stat().st_size
+    shutil.copyfile(c.target_file(B), c.target_file(A))
+
+
+def other_bin_at_a_bin_name(c: Case):
+    # every bin is signed by the bins key: only the signed length gives the swap away
+    mine = c.bin_file(A)
+    other = next(p for p in sorted((c.tree / "metadata").rglob("*.bins-*.json"))
+                 if p.stat().st_size != mine.stat().st_size)
+    shutil.copyfile(other, mine)
+
+
 def b_target_signed_for_a(c: Case, monkeypatch):
     # A compromised or buggy compiler signs B's entry with A's identity (publish itself refuses this).
-    monkeypatch.setattr(publish_mod, "_check_target", lambda t: None)
+    monkeypatch.setattr(publication_mod, "_check_target", lambda t: None)
     forged = [t if t.path != device_target_path(B) else TargetFile(t.path, target(A, 2).data, target(A, 2).custom)
               for t in targets(40, changed={A: 2})]
     publish(c.tree, forged, c.keys(), EXPIRY, T1 + timedelta(minutes=1))
@@ -288,6 +303,8 @@ ATTACKS = [
     ("endless-data/padded-bin", padded_bin, "E556"),
     ("endless-data/padded-target", padded_target, "E556"),
     ("wrong-device/a-target-bytes-at-b-name", a_target_bytes_at_b_name, "E555"),
+    ("wrong-device/b-target-bytes-at-a-name-longer", b_target_bytes_at_a_name, "E555"),
+    ("mix-and-match/another-bin-at-a-bin-name", other_bin_at_a_bin_name, "E555"),
     ("wrong-device/b-target-signed-for-a", b_target_signed_for_a, "E558"),
     ("wrong-class/cart-target-to-a-jetson", wrong_hardware_class, "E559"),
     ("key-rotation/timestamp-signed-by-revoked-key", timestamp_signed_by_revoked_key, "E554"),
@@ -322,6 +339,37 @@ def test_verify_rejects(case, monkeypatch, attack, expected):
         _verify(case)
     assert exc.value.code == expected, exc.value.reason
     assert exc.value.hint
+
+
+def _rel(case: Case, path: Path) -> str:
+    return path.relative_to(case.tree).as_posix()
+
+
+NAMED = [  # attack, the code, and the file it must name
+    ("target-bytes-modified", target_bytes_modified, "E555", lambda c: c.target_file(A)),
+    ("b-target-at-a-name-longer", b_target_bytes_at_a_name, "E555", lambda c: c.target_file(A)),
+    ("a-target-at-b-name", a_target_bytes_at_b_name, "E555", lambda c: c.target_file(B)),
+    ("another-bin-at-a-bin-name", other_bin_at_a_bin_name, "E555", lambda c: c.bin_file(A)),
+    ("padded-target", padded_target, "E556", lambda c: c.target_file(A)),
+    ("padded-bin", padded_bin, "E556", lambda c: c.bin_file(A)),
+    ("padded-snapshot", padded_snapshot, "E556",
+     lambda c: c.meta(f"{_load(c.meta('timestamp.json')).signed.snapshot_meta.version}.snapshot.json")),
+    ("padded-timestamp", padded_timestamp, "E556", lambda c: c.meta("timestamp.json")),
+    ("bin-signed-by-unknown-key", bin_signed_by_unknown_key, "E554", lambda c: c.bin_file(A)),
+    ("old-bin-under-the-new-name", replay_old_bin_under_the_new_name, "E553", lambda c: c.bin_file(A)),
+]
+
+
+@pytest.mark.parametrize("attack,expected,file_of", [n[1:] for n in NAMED], ids=[n[0] for n in NAMED])
+def test_verify_names_the_attack_and_the_tampered_file(case, attack, expected, file_of):
+    rel = _rel(case, file_of(case))  # before the attack: the file the device was told to trust
+    attack(case)
+    with pytest.raises(VerifyError) as exc:
+        _verify(case)
+    assert exc.value.code == expected, exc.value.reason
+    assert exc.value.file == rel
+    assert rel in exc.value.reason
+    assert exc.value.path == f"{case.tree}/{rel}"
 
 
 def test_a_device_holding_only_the_first_root_walks_the_chain_after_every_key_rotated(case):

@@ -1,12 +1,17 @@
 """The signed desired-state tree: a TUF repository that devices verify offline.
 
-keys.py     role keys (ed25519) in 0600 files or the environment; init, rotate, and the
-            guard that refuses private keys inside a fleet repository.
-publish.py  writes one version of the tree: targets (one file per device), hash-bin
-            delegations, targets, snapshot, timestamp and the root chain; atomic, and
-            touching only files whose bytes change.
-verify.py   what a device does: python-tuf's Updater over a local (offline) fetcher,
-            plus the Uptane-style checks on the device's own target.
+keys.py         role keys (ed25519) in 0600 files or the environment; init, rotate, and the
+                guard that refuses private keys inside a fleet repository.
+layout.py       where each file of a tree lives (the one definition; pure).
+tree.py         the one typed reader of a published tree (PublishedTree: roots, roles, bins,
+                per-target entries, integrity), used by publish and compile's release counters.
+treefs.py       the one way the publisher touches the tree: no-follow, relative to directory
+                descriptors, O_EXCL creates; refuses links (E544).
+publication.py  the pure part of publishing: Planner decides what the next version contains
+                (targets to write, metadata, commit point, prune list, report).
+publish.py      the I/O driver: lock, scan, feed the planner, write, commit, prune.
+verify.py       what a device does: python-tuf's Updater over a local (offline) fetcher,
+                plus the Uptane-style checks on the device's own target.
 
 Layout of a published tree (consistent snapshots, as python-tuf's ngclient expects):
 

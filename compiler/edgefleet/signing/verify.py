@@ -12,7 +12,12 @@ What the updater rejects, and what it means here:
   a version lower than trusted        rollback attack          E553
   signature not by a trusted key      arbitrary install, or a key rotation not published  E554
   bytes not matching signed hash      tampering, mix-and-match E555
-  more bytes than signed/allowed      endless data attack      E556
+  (also a longer file whose first signed-length bytes are not the signed ones: another
+  file put in its place, e.g. another device's target)
+  the signed bytes, then more         endless data attack      E556
+  (or more than the client's limit for a file with no signed length: timestamp, root)
+Each of these names the file the client was reading (tree-relative, e.g.
+`targets/devices/0a3/<sha256>.<id>.json`) in the message and as the error's path.
 Rollback detection across runs needs the device's memory of what it trusted:
 `metadata_cache` is that directory (the agent passes its own; `edgefleet verify`
 uses a fresh one unless `--cache` is given).
@@ -24,6 +29,8 @@ private attribute used here; tuf is pinned below 8 in pyproject.toml).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -46,7 +53,7 @@ from edgefleet.signing import (
     SigningError,
     device_target_path,
 )
-from edgefleet.signing.layout import metadata_file
+from edgefleet.signing.layout import metadata_file, target_file
 
 _SCHEME = "edgefleet-tree:"
 METADATA_URL = f"{_SCHEME}metadata/"
@@ -56,8 +63,9 @@ TARGETS_URL = f"{_SCHEME}targets/"
 class VerifyError(SigningError):
     """The device would refuse this desired state; `reason` says why, `hint` what to do."""
 
-    def __init__(self, reason: str, hint: str = "", code: str = "E550", path: str = ""):
+    def __init__(self, reason: str, hint: str = "", code: str = "E550", path: str = "", file: str | None = None):
         self.reason = reason
+        self.file = file  # tree-relative file the attack is in, when one is known
         super().__init__(code, reason, hint, path)
 
 
@@ -79,6 +87,7 @@ class LocalTreeFetcher(FetcherInterface):
     def __init__(self, tree_dir: Path, chunk_size: int = 64 * 1024):
         self.root = Path(tree_dir).resolve()
         self.chunk_size = chunk_size
+        self.last: str | None = None  # tree-relative file of the latest request (what an error is about)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         if not url.startswith(_SCHEME):
@@ -86,6 +95,7 @@ class LocalTreeFetcher(FetcherInterface):
         rel = unquote(url[len(_SCHEME):])
         if rel.startswith("metadata/"):
             rel = metadata_file(rel[len("metadata/"):])  # bins live in shard folders
+        self.last = rel
         parts = rel.split("/")
         path = self.root.joinpath(*parts).resolve()
         # A checkout may hold symlinks; never read outside the tree.
@@ -117,10 +127,11 @@ def verify_device(tree_dir: Path, device_id: str, trusted_root: bytes, now: date
     with tempfile.TemporaryDirectory(prefix="edgefleet-verify-") as tmp:
         meta_dir = Path(metadata_cache) if metadata_cache is not None else Path(tmp, "metadata")
         meta_dir.mkdir(parents=True, exist_ok=True)
+        fetcher = LocalTreeFetcher(Path(tree_dir))
+        info = None
         try:
             updater = Updater(str(meta_dir), METADATA_URL, target_dir=os.path.join(tmp, "targets"),
-                              target_base_url=TARGETS_URL, fetcher=LocalTreeFetcher(Path(tree_dir)),
-                              bootstrap=trusted_root)
+                              target_base_url=TARGETS_URL, fetcher=fetcher, bootstrap=trusted_root)
         except tuf_errors.RepositoryError as exc:
             raise VerifyError(f"the trusted root is not valid, self-signed root metadata: {exc}",
                               "pass the root.json the device was provisioned with "
@@ -145,7 +156,7 @@ def verify_device(tree_dir: Path, device_id: str, trusted_root: bytes, now: date
             if bin_name and bin_name in trusted:
                 versions[BINS_PREFIX] = trusted[bin_name].version
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
-            raise _explain(exc, tree) from None
+            raise _explain(exc, tree, fetcher.last, _expected(updater, fetcher.last, info)) from None
         except OSError as exc:
             raise VerifyError(f"cannot write the metadata cache {meta_dir}: {exc.strerror}",
                               "give a writable --cache directory", "E563", str(meta_dir)) from None
@@ -177,36 +188,85 @@ def _check_custom(custom: dict, device_id: str, hardware_class: str | None, last
             "its current state", "E560", tree)
 
 
-def _explain(exc: Exception, tree: str) -> VerifyError:
-    """Name the attack a tuf error stands for, with what an operator should do."""
+def _expected(updater: Updater, rel: str | None, info) -> tuple[int, str | None] | None:
+    """(signed length, signed sha256 or None) of tree file `rel`, as the trusted metadata lists it."""
+    if rel is None:
+        return None
+    trusted = updater._trusted_set  # see the module docstring
+    if rel.startswith("targets/"):
+        if info is not None and rel == target_file(info.path, info.hashes.get("sha256")):
+            return info.length, info.hashes.get("sha256")
+        return None
+    name = rel.rpartition("/")[2]
+    version, _, role_file = name.partition(".")
+    if role_file == "snapshot.json" and "timestamp" in trusted:
+        meta = trusted.timestamp.snapshot_meta
+    elif version.isdigit() and role_file != "root.json" and "snapshot" in trusted:
+        meta = trusted.snapshot.meta.get(role_file)
+    else:
+        return None  # timestamp and root: no signed length, only the client's limit
+    if meta is None or meta.length is None:
+        return None
+    return meta.length, (meta.hashes or {}).get("sha256")
+
+
+def _padded(tree: str, rel: str, expected: tuple[int, str | None]) -> bool:
+    """Whether the file starts with its signed bytes and only adds more (endless data), as
+    opposed to a different file in its place (tampering)."""
+    length, digest = expected
+    try:
+        with open(Path(tree).joinpath(*rel.split("/")), "rb") as f:
+            head = f.read(length)
+    except OSError:
+        return False
+    if digest is not None:
+        return hashlib.sha256(head).hexdigest() == digest
+    try:  # metadata listed without a hash: its signed bytes are a whole JSON document
+        return set(json.loads(head)) == {"signed", "signatures"}
+    except ValueError:
+        return False
+
+
+def _explain(exc: Exception, tree: str, rel: str | None = None,
+             expected: tuple[int, str | None] | None = None) -> VerifyError:
+    """Name the attack a tuf error stands for and the file it is in, with what an operator should do."""
     detail = str(exc) or type(exc).__name__
+    where = f"{tree.rstrip('/')}/{rel}" if rel else tree
+    named = f"{rel}: {detail}" if rel else detail
+
+    def fail(reason: str, hint: str, code: str, file_path: bool = True) -> VerifyError:
+        return VerifyError(reason, hint, code, where if file_path else tree, rel if file_path else None)
+
     if isinstance(exc, tuf_errors.ExpiredMetadataError):
-        return VerifyError(f"freeze: {detail}", "the tree was not re-signed in time: run `edgefleet compile` "
-                           "(it renews expiring metadata; schedule it at least every half timestamp window); "
-                           "devices keep their current state meanwhile. Also check the device clock / --now",
-                           "E552", tree)
+        return fail(f"freeze: {detail}", "the tree was not re-signed in time: run `edgefleet compile` "
+                    "(it renews expiring metadata; schedule it at least every half timestamp window); "
+                    "devices keep their current state meanwhile. Also check the device clock / --now",
+                    "E552", file_path=False)
     if isinstance(exc, tuf_errors.BadVersionNumberError):
-        return VerifyError(f"rollback or mix-and-match: {detail}",
-                           "the tree holds metadata older than, or inconsistent with, what the device "
-                           "trusts: a replayed or mixed checkout; republish from the latest desired-state "
-                           "branch", "E553", tree)
+        return fail(f"rollback or mix-and-match: {named}",
+                    "the tree holds metadata older than, or inconsistent with, what the device "
+                    "trusts: a replayed or mixed checkout; republish from the latest desired-state "
+                    "branch", "E553")
     if isinstance(exc, tuf_errors.UnsignedMetadataError):
-        return VerifyError(f"untrusted signature: {detail}",
-                           "metadata is not signed by the keys the trusted root lists: tampered, or a key "
-                           "was rotated and the new root not published (run `edgefleet compile`)",
-                           "E554", tree)
+        return fail(f"untrusted signature: {named}",
+                    "metadata is not signed by the keys the trusted root lists: tampered, or a key "
+                    "was rotated and the new root not published (run `edgefleet compile`)", "E554")
+    tampered_hint = ("the file does not match the length/hash its signed metadata records: it was modified or "
+                     "replaced by another file (another device's target, another version's); `edgefleet "
+                     "compile` re-publishes a damaged tree, or check out the desired-state branch again")
     if isinstance(exc, tuf_errors.LengthOrHashMismatchError):
-        return VerifyError(f"tampered or mixed file: {detail}",
-                           "a file does not match the length/hash its signed metadata records; "
-                           "check out the desired-state branch again", "E555", tree)
+        return fail(f"tampered file: {named}", tampered_hint, "E555")
     if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
-        return VerifyError(f"endless data: {detail}",
-                           "a file is larger than its signed metadata (or the client limit) allows; "
-                           "check out the desired-state branch again", "E556", tree)
+        if rel is not None and expected is not None and not _padded(tree, rel, expected):
+            return fail(f"tampered file: {rel} is not the file its signed metadata lists "
+                        f"({expected[0]} bytes expected): {detail}", tampered_hint, "E555")
+        return fail(f"endless data: {named}",
+                    "a file is larger than its signed metadata (or the client limit) allows; "
+                    "check out the desired-state branch again", "E556")
     if isinstance(exc, tuf_errors.DownloadHTTPError):
-        return VerifyError(f"missing file: {detail}",
-                           "the tree is incomplete: give the directory `edgefleet compile --out` wrote "
-                           "(with metadata/ and targets/)", "E551", tree)
-    return VerifyError(f"metadata does not verify: {type(exc).__name__}: {detail}",
-                       "the tree is damaged or not an edgefleet desired-state tree; check out the "
-                       "desired-state branch again", "E550", tree)
+        return fail(f"missing file: {named}",
+                    "the tree is incomplete: give the directory `edgefleet compile --out` wrote "
+                    "(with metadata/ and targets/)", "E551", file_path=False)
+    return fail(f"metadata does not verify: {type(exc).__name__}: {named}",
+                "the tree is damaged or not an edgefleet desired-state tree; check out the "
+                "desired-state branch again", "E550")
