@@ -17,7 +17,8 @@ import sys
 from edgefleet import __version__
 from edgefleet.core.diagnostics import DiagnosticError
 
-COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema"]
+COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema", "init",
+            "verify-artifact"]
 
 
 class UsageError(Exception):
@@ -32,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"edgefleet.cli.{name}")
+            module = importlib.import_module(f"edgefleet.cli.{name.replace('-', '_')}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"edgefleet.cli.{name}":
+            if exc.name == f"edgefleet.cli.{name.replace('-', '_')}":
                 continue  # a command not built yet
             raise
         module.register(sub)
