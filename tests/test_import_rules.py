@@ -46,6 +46,7 @@ PURE = (
     "edgefleet.load", "edgefleet.rules", "edgefleet.spec", "edgefleet.core.diagnostics", "edgefleet.core.source",
     "edgefleet.core.codes", "edgefleet.analysis.constraints", "edgefleet.analysis.tensorrt_table",
     "edgefleet.desired.state", "edgefleet.desired.waves", "edgefleet.desired.canonical", "edgefleet.signing.layout",
+    "edgefleet.gitops.scaffold",
 )
 
 # package -> the edgefleet packages it may import (besides itself and `edgefleet` for __version__).
@@ -58,9 +59,10 @@ ALLOWED = {
     "build": {"core", "spec", "load", "rules", "analysis"},
     "signing": {"core", "spec"},
     "desired": {"core", "spec", "load", "rules", "analysis", "build", "signing"},
-    "pipeline": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired"},
+    "gitops": {"core", "spec", "signing"},
+    "pipeline": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "gitops"},
     "agent": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "pipeline"},
-    "cli": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "pipeline", "agent"},
+    "cli": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "pipeline", "agent", "gitops"},
     "__main__": {"cli"},
 }
 

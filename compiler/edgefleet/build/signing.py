@@ -105,12 +105,16 @@ def _normalize_digest(value: str) -> str:
 
 
 def verify_provenance(bundle_bytes: bytes, expected: str | bytes, trusted_root: Path | str,
-                      identity: str, issuer: str = GITHUB_ISSUER) -> VerifiedProvenance:
+                      identity: str, issuer: str = GITHUB_ISSUER, *,
+                      repository: str | None = None) -> VerifiedProvenance:
     """Verify a Sigstore bundle offline against a pinned trusted root and signer policy.
 
     `expected` is what must have been signed: an artifact's sha256 (hex, optionally
     "sha256:"-prefixed), or the signed bytes themselves (a DSSE bundle's statement, or
-    a plain bundle's artifact). Raises ProvenanceError naming the failed check.
+    a plain bundle's artifact). `repository` (OWNER/NAME) also requires the certificate's
+    GitHub Workflow Repository: a reusable workflow's identity is the same for every
+    repository that calls it, so this is what ties a signature to one fleet.
+    Raises ProvenanceError naming the failed check.
     """
     from sigstore.errors import Error as SigstoreError
     from sigstore.hashes import Hashed
@@ -129,6 +133,8 @@ def verify_provenance(bundle_bytes: bytes, expected: str | bytes, trusted_root: 
         raise ProvenanceError(f"cannot read trusted root {trusted_root}: {exc}") from exc
     verifier = Verifier(trusted_root=root)
     signer = policy.Identity(identity=identity, issuer=issuer)
+    if repository:
+        signer = policy.AllOf([signer, policy.GitHubWorkflowRepository(repository)])
     try:
         if not is_dsse:
             if isinstance(expected, str):

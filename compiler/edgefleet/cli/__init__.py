@@ -19,7 +19,8 @@ from edgefleet.cli.output import UsageError  # re-exported: commands raise it (d
 from edgefleet.core.diagnostics import DiagnosticError
 from edgefleet.pipeline.common import RequestError
 
-COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema"]
+COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema", "init",
+            "verify-artifact"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"edgefleet.cli.{name}")
+            module = importlib.import_module(f"edgefleet.cli.{name.replace('-', '_')}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"edgefleet.cli.{name}":
+            if exc.name == f"edgefleet.cli.{name.replace('-', '_')}":
                 continue  # a command not built yet
             raise
         module.register(sub)

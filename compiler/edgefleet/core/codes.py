@@ -114,6 +114,7 @@ _CODES = (
     Code("E421", "recipe precision not in the class's `precisions`"),
     Code("E422", "`exclude_nodes` names a node the model does not have"),
     Code("E430", "openvino/nncf not installed: `pip install 'edgefleet[openvino]'`"),
+    Code("E470", "`verify-artifact`: the provenance is refused (signature, signer identity or repository, trusted root, or the statement is not about the file)", "do not install the artifact; check `--identity`, `--issuer`, `--trusted-root`"),
     Code("E501", "a signing key is missing (names each role, file or environment variable)"),
     Code("E502", "a key file is readable by others", "`chmod 600 FILE`"),
     Code("E503", "not an unencrypted ed25519 PEM key"),

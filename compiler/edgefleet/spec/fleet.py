@@ -22,6 +22,10 @@ class Signing(Strict):
     identity: str | None = Field(
         None, description="expected signer: the CI workflow identity (certificate SAN) devices accept")
     issuer: str = Field("https://token.actions.githubusercontent.com", description="expected OIDC issuer")
+    repository: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description="GitHub repository (OWNER/NAME) the signing workflow must run in; with a reusable "
+                    "workflow as identity this is what ties provenance to this fleet")
     trusted_root: str | None = Field(
         None, description="path (in the repository) of the Sigstore trusted_root.json devices pin")
     hash_bins: Int | None = Field(

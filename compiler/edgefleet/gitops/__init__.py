@@ -1,0 +1,1 @@
+"""GitOps plumbing for fleet repositories: the `edgefleet init` scaffold."""

@@ -1,0 +1,45 @@
+"""`edgefleet verify-artifact`: an artifact's Sigstore provenance, verified offline.
+
+The same check the agent runs before staging an artifact when fleet.yaml requires
+provenance: the bundle's signature chains to the pinned trusted root, the signer is the
+expected CI identity (and, when given, a run from the expected repository), and the
+signed in-toto statement names the artifact's sha256 as a subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefleet.build.signing import GITHUB_ISSUER, ProvenanceError, VerifiedProvenance, verify_provenance
+
+
+@dataclass(frozen=True)
+class ArtifactVerdict:
+    path: str
+    sha256: str
+    provenance: VerifiedProvenance | None
+    reason: str | None          # why it was refused; None when verified
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_artifact(artifact: Path, bundle: bytes, trusted_root: Path, identity: str,
+                    issuer: str = GITHUB_ISSUER, repository: str | None = None) -> ArtifactVerdict:
+    digest = file_sha256(artifact)
+    try:
+        verified = verify_provenance(bundle, digest, trusted_root, identity, issuer, repository=repository)
+    except ProvenanceError as exc:
+        return ArtifactVerdict(str(artifact), digest, None, str(exc))
+    return ArtifactVerdict(str(artifact), digest, verified, None)
