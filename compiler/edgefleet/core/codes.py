@@ -129,6 +129,7 @@ _CODES = (
     Code("E515", "`--commit`: invalid branch name, or the commit failed"),
     Code("E516", "`--commit`: the branch is the one the fleet repository is on, or its tree holds this fleet's `fleet.yaml`", "give the desired-state branch (fleet.yaml `desired_state_branch`)"),
     Code("E517", "`--keys` or a private key lies inside `--out` (it would be published or committed)", "keep keys outside the output tree"),
+    Code("E518", "`signing.trusted_root` is missing, unreadable or not a Sigstore trusted root, or `require_provenance` is set without it", "fleet.yaml `signing`"),
     Code("E520", "`plan`: the repository is not inside a git repository"),
     Code("E521", "`plan`: unknown revision"),
     Code("E540", "invalid target handed to the publisher (a bug in the caller)"),

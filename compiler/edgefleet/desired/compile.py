@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 from edgefleet.desired.canonical import canonical, join_object
 from edgefleet.desired.runtime_config import RuntimeConfigError, render_runtime_config, templates_dir
 from edgefleet.desired.state import (FORMAT, ArtifactFile, ArtifactRef, ArtifactStoreRef, HealthProbe, ModelRef,
-                                     RolloutRef, RuntimeRef)
+                                     ProvenancePolicy, RolloutRef, RuntimeRef)
 from edgefleet.desired.waves import RolloutWaves
 from edgefleet.core.diagnostics import Diagnostic, DiagnosticError, error, has_errors
 from edgefleet.rules.needs import BuildNeed, needed_builds
@@ -36,6 +36,7 @@ from edgefleet.load.repo import FleetRepo
 from edgefleet.rules.selectors import matches
 from edgefleet.signing import (CUSTOM_DEVICE_ID, CUSTOM_HARDWARE_CLASS, CUSTOM_RELEASE_COUNTER,
                                device_target_path)
+from edgefleet.signing.layout import SIGSTORE_TRUSTED_ROOT
 from edgefleet.spec import Device
 from edgefleet.spec.fleet import FleetSpec
 
@@ -250,11 +251,16 @@ class FleetCompiler:
         self.refs = refs
         spec: FleetSpec = repo.fleet.doc.spec
         store = ArtifactStoreRef(kind=spec.artifact_store.kind, url=spec.artifact_store.url)
+        signing = spec.signing
+        provenance = ProvenancePolicy(
+            required=signing.require_provenance, identity=signing.identity, issuer=signing.issuer,
+            repository=signing.repository, trusted_root=SIGSTORE_TRUSTED_ROOT if signing.trusted_root else None)
         shared = {
             "agent": canonical(spec.agent.model_dump(mode="json")),
             "artifact_store": canonical(store.model_dump(mode="json")),
             "fleet": canonical(repo.fleet.doc.metadata.name),
             "format": canonical(FORMAT),
+            "provenance": canonical(provenance.model_dump(mode="json")),
         }
         self.templates: dict[str, _Template] = {}
         for name, loaded in repo.hardware.items():

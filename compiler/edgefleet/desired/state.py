@@ -101,6 +101,17 @@ class Workload(Strict):
                     "null while the device still runs from_version")
 
 
+class ProvenancePolicy(Strict):
+    """What the agent checks on an artifact's Sigstore bundle before staging it (fleet.yaml `signing`)."""
+
+    required: bool = Field(description="refuse to stage an artifact whose provenance does not verify")
+    identity: str | None = Field(description="expected signer (certificate SAN)")
+    issuer: str = Field(description="expected OIDC issuer")
+    repository: str | None = Field(None, description="GitHub repository the signing workflow must run in")
+    trusted_root: str | None = Field(
+        description="TUF target path of the Sigstore trusted root (fetched and verified through TUF)")
+
+
 class DesiredState(Strict):
     """devices/<sss>/<id>.json of the desired-state tree."""
 
@@ -111,4 +122,5 @@ class DesiredState(Strict):
     offline: OfflinePolicy = Field(description="from the device's hardware class")
     agent: AgentSettings = Field(description="from fleet.yaml spec.agent")
     artifact_store: ArtifactStoreRef
+    provenance: ProvenancePolicy = Field(description="from fleet.yaml spec.signing")
     workloads: list[Workload] = Field(description="one per rollout that selects the device, ordered by model")

@@ -86,12 +86,14 @@ class _State:
     report: Any = None
     counts: dict[str, int] = field(default_factory=lambda: {"devices": 0, "changed": 0})
     commit: str | None = None
+    fleet_targets: dict[str, bytes] = field(default_factory=dict)
 
 
 def compile_desired_state(request: CompileRequest) -> CompileResult:
     state = _State(request)
     with bulk_gc():
-        diags = run_steps(state, [check_request, validate, guard_secrets, prepare, load_keys, publish, commit])
+        diags = run_steps(state, [check_request, validate, guard_secrets, prepare, fleet_targets, load_keys,
+                                  publish, commit])
     if state.report is None or any(d.is_error for d in diags):
         return CompileResult(None, tuple(diags))
     report = state.report
@@ -230,6 +232,48 @@ def load_keys(state: _State) -> list[Diagnostic]:
     return []
 
 
+def fleet_targets(state: _State) -> list[Diagnostic]:
+    """The fleet-wide targets: the Sigstore trusted root devices check provenance against."""
+    from edgefleet.core.paths import PathRefused, resolve_inside
+    from edgefleet.signing.layout import SIGSTORE_TRUSTED_ROOT
+
+    fleet = state.repo.fleet
+    signing = fleet.doc.spec.signing
+    if signing.trusted_root is None:
+        if signing.require_provenance:
+            return [error("E518", "signing.require_provenance is true but no signing.trusted_root is given",
+                          fleet.source.at("spec", "signing", "require_provenance"),
+                          "add signing.trusted_root: the path of the Sigstore trusted_root.json devices verify "
+                          "provenance against (compile ships it to them through TUF)")]
+        return []
+    where = fleet.source.at("spec", "signing", "trusted_root")
+    try:
+        path = resolve_inside(state.repo.root, signing.trusted_root, "Sigstore trusted root")
+        data = path.read_bytes()
+    except PathRefused as exc:
+        return [error(exc.code, exc.message, where, exc.hint)]
+    except OSError as exc:
+        return [error("E518", f"signing.trusted_root {signing.trusted_root}: {exc.strerror or exc}", where,
+                      "give the path, inside the repository, of a Sigstore trusted_root.json")]
+    problem = _trusted_root_problem(path)
+    if problem:
+        return [error("E518", f"signing.trusted_root {signing.trusted_root} is not a Sigstore trusted root: {problem}",
+                      where, "use the trusted_root.json of the Sigstore instance CI signs with (e.g. from "
+                             "`sigstore` or the instance's TUF repository)")]
+    state.fleet_targets = {SIGSTORE_TRUSTED_ROOT: data}
+    return []
+
+
+def _trusted_root_problem(path: Path) -> str | None:
+    try:
+        from sigstore.models import TrustedRoot
+
+        TrustedRoot.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the same bad input
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
 def publish(state: _State) -> list[Diagnostic]:
     from edgefleet.desired.release import read_previous_releases
     from edgefleet.signing.publish import TargetFile, publish as publish_tree
@@ -245,7 +289,8 @@ def publish(state: _State) -> list[Diagnostic]:
             yield TargetFile(device.path, device.data, device.custom())
 
     spec = state.repo.fleet.doc.spec
-    state.report = publish_tree(out, targets(), state.keys, spec.expiry, state.request.now, spec.signing.hash_bins)
+    state.report = publish_tree(out, targets(), state.keys, spec.expiry, state.request.now, spec.signing.hash_bins,
+                                fleet_targets=state.fleet_targets)
     return []
 
 

@@ -27,10 +27,17 @@ BINS_PREFIX = "bins"
 TARGET_SHARD_HEX = 3          # 16**3 = 4,096 target shards
 BIN_SHARD_HEX = 2             # metadata/bins/<2 hex>/
 
+# Fleet-wide targets, listed by the top-level targets role itself (every device already fetches
+# it): the Sigstore trusted root devices verify build provenance against, so it rotates through
+# TUF like any other update and a device never trusts one that did not come that way.
+SIGSTORE_TRUSTED_ROOT = "fleet/sigstore/trusted_root.json"
+FLEET_TARGETS = (SIGSTORE_TRUSTED_ROOT,)
+
 # Every file a published tree may hold, and nothing else (what `compile --commit` commits).
 TREE_FILE = re.compile(
     r"^(?:metadata/(?:\d+\.root|timestamp|\d+\.snapshot|\d+\.targets)\.json"
     r"|metadata/" + BINS_PREFIX + r"/[0-9a-f]{1,%d}/\d+\." % BIN_SHARD_HEX + BINS_PREFIX + r"-[0-9a-f]+\.json"
+    r"|targets/fleet/sigstore/[0-9a-f]{64}\.trusted_root\.json"
     r"|targets/devices/[0-9a-f]{%d}/[0-9a-f]{64}\.[a-z0-9][a-z0-9._-]*\.json)$" % TARGET_SHARD_HEX)
 
 _BIN_NAME = re.compile(r"^(?:(\d+)\.)?" + BINS_PREFIX + r"-([0-9a-f]+)\.json$")

@@ -66,7 +66,7 @@ from edgefleet.signing import (
     device_target_path,
 )
 from edgefleet.signing.keys import RoleKeys
-from edgefleet.signing.layout import TARGET_SHARD_HEX, metadata_file, target_shard
+from edgefleet.signing.layout import FLEET_TARGETS, TARGET_SHARD_HEX, metadata_file, target_shard
 from edgefleet.signing.tree import PublishedTree, TargetEntry, extras_of
 
 TARGETS_PER_BIN = 256
@@ -82,6 +82,7 @@ _OWN_TOP_LEVEL = re.compile(r"^[1-9][0-9]*\.(?:snapshot|targets)\.json$")
 _OWN_TEMP = re.compile(r"^\.(?:timestamp|[1-9][0-9]*\.root)\.json\.tmp$")
 _OWN_BIN = re.compile(r"^[1-9][0-9]*\." + BINS_PREFIX + r"-([0-9a-f]+)\.json$")
 _OWN_TARGET = re.compile(r"^([0-9a-f]{64})\.(.+)\.json$")
+_FLEET_FOLDERS = frozenset(f"targets/{p.rpartition('/')[0]}" for p in FLEET_TARGETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,7 @@ class Planner:
         self._written: list[str] = []
         self._unchanged = 0
         self._repaired: list[str] = []   # damaged files of the previous version that this one replaces
+        self._fleet: dict[str, TufTargetFile] = {}  # fleet-wide targets, listed by the targets role itself
 
     # --- the targets, one at a time ---------------------------------------------------
 
@@ -218,6 +220,25 @@ class Planner:
         names = self.listing.get(folder)
         return _new(TargetWrite, (folder, name, data, names is not None and name in names, referenced))
 
+    def add_fleet_target(self, path: str, data: bytes) -> TargetWrite | None:
+        """A fleet-wide target (layout.FLEET_TARGETS, e.g. the Sigstore trusted root): listed by
+        the top-level targets role, so every device verifies it with the metadata it already has."""
+        if path not in FLEET_TARGETS or not isinstance(data, bytes) or path in self._fleet:
+            if len(self.diags) < MAX_ERRORS:
+                self.diags.append(error("E540", f"fleet target {path!r} is not one of {', '.join(FLEET_TARGETS)} "
+                                        "(or is given twice, or its data is not bytes)", Location(str(path)),
+                                        "this is a bug in the caller of publish(); report it"))
+            return None
+        digest = hashlib.sha256(data).hexdigest()
+        self._fleet[path] = TufTargetFile(len(data), {"sha256": digest}, path)
+        before = self.prev.targets.signed.targets.get(path) if self.prev.targets is not None else None
+        dirname, _, base = path.rpartition("/")
+        folder, name = f"targets/{dirname}", f"{digest}.{base}"
+        self._new_names[folder].add(name)
+        names = self.listing.get(folder)
+        return TargetWrite(folder, name, data, names is not None and name in names,
+                           before is not None and before.hashes.get("sha256") == digest)
+
     # --- the metadata ----------------------------------------------------------------
 
     def finish(self, emit: Callable[[MetaWrite], None] | None = None) -> Publication:
@@ -258,7 +279,7 @@ class Planner:
                     snapshot_meta[role_file] = meta
                     retired += 1
 
-        targets_signed = Targets(targets={}, delegations=Delegations(
+        targets_signed = Targets(targets=dict(sorted(self._fleet.items())), delegations=Delegations(
             keys={bins_key.keyid: bins_key}, roles=None, succinct_roles=succinct))
         snapshot_meta["targets.json"] = self._role(
             "targets", targets_signed, prev.targets, old_meta.get("targets.json"))
@@ -425,6 +446,17 @@ class Planner:
                     rel = f"{folder}/{n}"
                     if m and m.group(1).startswith(parts[2]) and rel not in keep and rel not in new_meta:
                         out.append(rel)
+            elif folder in _FLEET_FOLDERS:
+                previous = self.prev.targets.signed.targets if self.prev.targets is not None else {}
+                for n in names - self._new_names.get(folder, set()):
+                    m = _OWN_TARGET.match(n)
+                    path = f"{folder.removeprefix('targets/')}/{m.group(2)}.json" if m else None
+                    if path not in FLEET_TARGETS:
+                        continue  # not a file of ours
+                    before = previous.get(path)
+                    if before is not None and before.hashes.get("sha256") == m.group(1):
+                        continue  # the previous version's
+                    out.append(f"{folder}/{n}")
             elif len(parts) == 3 and parts[:2] == ["targets", "devices"] and len(parts[2]) == TARGET_SHARD_HEX:
                 shard = parts[2]
                 for n in names - self._new_names.get(folder, set()):

@@ -42,7 +42,7 @@ lists about 256 devices (at most 16384 bins), so a device's poll fetches its own
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -67,8 +67,12 @@ from edgefleet.spec.fleet import ExpiryWindows
 
 
 def publish(out_dir: Path, targets: Iterable[TargetFile], keys: RoleKeys, expiry: ExpiryWindows,
-            now: datetime, bins: int | None = None) -> PublishReport:
+            now: datetime, bins: int | None = None,
+            fleet_targets: Mapping[str, bytes] | None = None) -> PublishReport:
     """Write the tree for `targets` into `out_dir` (see the module docstring).
+
+    `fleet_targets` ({layout.FLEET_TARGETS path: bytes}) are listed by the top-level
+    targets role itself, e.g. the Sigstore trusted root devices check provenance with.
 
     Raises SigningError/DiagnosticError (E54x) on bad input or an unusable previous
     tree; the previous tree is then left intact.
@@ -89,7 +93,7 @@ def publish(out_dir: Path, targets: Iterable[TargetFile], keys: RoleKeys, expiry
         previous = read_tree_at(tree, expect={role: keys.public(role) for role in ROLES})
         planner = Planner(previous, listing, keys, windows, now.astimezone(timezone.utc).replace(microsecond=0),
                           bins, str(out_dir))
-        return _Applier(tree).run(planner, targets)
+        return _Applier(tree).run(planner, targets, fleet_targets or {})
 
 
 class _Applier:
@@ -101,9 +105,13 @@ class _Applier:
         self.keep_on_failure: set[str] = set()  # rewritten files the previous version references
         self.unchanged = 0
 
-    def run(self, planner: Planner, targets: Iterable[TargetFile]) -> PublishReport:
+    def run(self, planner: Planner, targets: Iterable[TargetFile], fleet_targets: Mapping[str, bytes]) -> PublishReport:
         committed = False
         try:
+            for path, data in sorted(fleet_targets.items()):
+                write = planner.add_fleet_target(path, data)
+                if write is not None:
+                    self.target(write)
             for t in targets:
                 write = planner.add(t)
                 if write is not None:

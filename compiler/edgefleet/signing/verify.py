@@ -121,9 +121,35 @@ def verify_device(tree_dir: Path, device_id: str, trusted_root: bytes, now: date
     if not is_device_id(device_id):
         raise VerifyError(f"{device_id!r} is not a device id", "device ids are lower-case letters, "
                           "digits, '.', '_' and '-', starting with a letter or digit", "E557", tree)
+
+    def missing() -> VerifyError:
+        return VerifyError(f"the signed tree has no desired state for device {device_id}",
+                           "is the device in the fleet, and was `edgefleet compile` run since it was added?",
+                           "E557", tree)
+
+    return _verified_target(tree_dir, device_target_path(device_id), trusted_root, now, metadata_cache, missing,
+                            lambda custom: _check_custom(custom, device_id, hardware_class, last_counter, tree))
+
+
+def verify_fleet_target(tree_dir: Path, target_path: str, trusted_root: bytes, now: datetime,
+                        metadata_cache: Path | None = None) -> VerifiedTarget:
+    """A fleet-wide target (layout.FLEET_TARGETS, listed by the top-level targets role), verified
+    the same way: the agent gets the Sigstore trusted root this way and no other."""
+    tree = str(tree_dir)
+
+    def missing() -> VerifyError:
+        return VerifyError(f"the signed tree has no {target_path}",
+                           "set fleet.yaml signing.trusted_root and recompile", "E557", tree)
+
+    return _verified_target(tree_dir, target_path, trusted_root, now, metadata_cache, missing, lambda custom: None)
+
+
+def _verified_target(tree_dir: Path, target_path: str, trusted_root: bytes, now: datetime,
+                     metadata_cache: Path | None, missing, check_custom) -> VerifiedTarget:
+    """The TUF client workflow for one target; `check_custom` runs before its bytes are fetched."""
+    tree = str(tree_dir)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    target_path = device_target_path(device_id)
     with tempfile.TemporaryDirectory(prefix="edgefleet-verify-") as tmp:
         meta_dir = Path(metadata_cache) if metadata_cache is not None else Path(tmp, "metadata")
         meta_dir.mkdir(parents=True, exist_ok=True)
@@ -140,11 +166,9 @@ def verify_device(tree_dir: Path, device_id: str, trusted_root: bytes, now: date
         try:
             info = updater.get_targetinfo(target_path)
             if info is None:
-                raise VerifyError(f"the signed tree has no desired state for device {device_id}",
-                                  "is the device in the fleet, and was `edgefleet compile` run since it was added?",
-                                  "E557", tree)
+                raise missing()
             custom = dict(info.custom or {})
-            _check_custom(custom, device_id, hardware_class, last_counter, tree)
+            check_custom(custom)
             local = updater.download_target(info, filepath=os.path.join(tmp, "target"))
             with open(local, "rb") as f:
                 data = f.read()

@@ -27,7 +27,11 @@ class Signing(Strict):
         description="GitHub repository (OWNER/NAME) the signing workflow must run in; with a reusable "
                     "workflow as identity this is what ties provenance to this fleet")
     trusted_root: str | None = Field(
-        None, description="path (in the repository) of the Sigstore trusted_root.json devices pin")
+        None, description="path (in the repository) of the Sigstore trusted_root.json devices verify "
+                          "provenance against; compile ships it to devices as a TUF target")
+    require_provenance: bool = Field(
+        False, description="devices refuse to stage an artifact whose Sigstore provenance does not verify "
+                           "offline against trusted_root and this identity (local builds are never signed)")
     hash_bins: Int | None = Field(
         None, ge=1, le=16384, description="TUF hash-bin delegations; default sized from the fleet")
 
