@@ -43,3 +43,28 @@ def verify_artifact(artifact: Path, bundle: bytes, trusted_root: Path, identity:
     except ProvenanceError as exc:
         return ArtifactVerdict(str(artifact), digest, None, str(exc))
     return ArtifactVerdict(str(artifact), digest, verified, None)
+
+
+def staging_refusal(policy, artifact_sha256: str, bundle: bytes | None, trusted_root: bytes | None) -> str | None:
+    """Why the agent must not stage an artifact under the desired state's provenance policy; None when
+    it may. `policy` is desired.state.ProvenancePolicy; `trusted_root` the bytes of the Sigstore trusted
+    root as the device verified them through TUF (never a file of its own)."""
+    import tempfile
+
+    if policy is None or not policy.required:
+        return None
+    if not policy.identity:
+        return "the fleet requires provenance but names no signer identity (fleet.yaml signing.identity)"
+    if trusted_root is None:
+        return "the fleet requires provenance but its desired state ships no Sigstore trusted root"
+    if bundle is None:
+        return "the artifact has no Sigstore provenance bundle in the store (was it built in CI?)"
+    with tempfile.NamedTemporaryFile(prefix="edgefleet-trusted-root-", suffix=".json") as f:
+        f.write(trusted_root)
+        f.flush()
+        try:
+            verify_provenance(bundle, artifact_sha256, f.name, policy.identity, policy.issuer,
+                              repository=policy.repository)
+        except ProvenanceError as exc:
+            return str(exc)
+    return None
