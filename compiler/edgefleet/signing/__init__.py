@@ -19,7 +19,7 @@ Layout of a published tree (consistent snapshots, as python-tuf's ngclient expec
     metadata/timestamp.json                    the one mutable file: the commit point
     metadata/{V}.snapshot.json, {V}.targets.json
     metadata/bins/{hh}/{V}.bins-{hex}.json     hash-bin delegations, sharded by the bin's first two hex digits
-    targets/devices/{sss}/{sha256}.{device-id}.json  each device's desired state, sharded (layout.py)
+    targets/devices/{hh}/{h}/{sha256}.{device-id}.json  each device's desired state, sharded (layout.py)
 
 Each device target carries custom fields (Uptane-style): `device_id`, `hardware_class`
 and `release_counter` (monotonic per device). Error codes: E50x keys, E54x publishing,

@@ -5,9 +5,10 @@ from a static mirror, so no directory of the tree may list more than about a tho
 entries: at a million devices a flat `targets/devices/` would be one git tree object of
 ~100 MB that every poll downloads. Two rules keep every directory small:
 
-- a device's TUF target path carries a shard of three hex digits of sha256(device id):
-  `devices/<sss>/<id>.json` (4,096 shards: ~245 devices each at a million, and at most
-  two versions of each file are kept, so under ~500 entries per folder);
+- a device's TUF target path carries two shard folders from the first three hex digits of
+  sha256(device id): `devices/<hh>/<h>/<id>.json` (256 folders of 16: every folder lists at
+  most 256 entries, and the 4,096 leaves hold ~245 devices each at a million — at most two
+  versions of each file are kept, so under ~500 entries per leaf);
 - delegated hash-bin metadata, which TUF names `<V>.bins-<hex>.json` and requests by that
   name from the metadata base URL, is stored under `metadata/bins/<first two hex>/`.
   Top-level roles (`<N>.root.json`, `timestamp.json`, `<V>.snapshot.json`,
@@ -24,7 +25,7 @@ import hashlib
 import re
 
 BINS_PREFIX = "bins"
-TARGET_SHARD_HEX = 3          # 16**3 = 4,096 target shards
+TARGET_SHARD_HEX = 3          # 16**3 = 4,096 target shards, as <2 hex>/<1 hex>
 BIN_SHARD_HEX = 2             # metadata/bins/<2 hex>/
 
 # Fleet-wide targets, listed by the top-level targets role itself (every device already fetches
@@ -38,13 +39,15 @@ TREE_FILE = re.compile(
     r"^(?:metadata/(?:\d+\.root|timestamp|\d+\.snapshot|\d+\.targets)\.json"
     r"|metadata/" + BINS_PREFIX + r"/[0-9a-f]{1,%d}/\d+\." % BIN_SHARD_HEX + BINS_PREFIX + r"-[0-9a-f]+\.json"
     r"|targets/fleet/sigstore/[0-9a-f]{64}\.trusted_root\.json"
-    r"|targets/devices/[0-9a-f]{%d}/[0-9a-f]{64}\.[a-z0-9][a-z0-9._-]*\.json)$" % TARGET_SHARD_HEX)
+    r"|targets/devices/[0-9a-f]{2}/[0-9a-f]/[0-9a-f]{64}\.[a-z0-9][a-z0-9._-]*\.json)$")
 
 _BIN_NAME = re.compile(r"^(?:(\d+)\.)?" + BINS_PREFIX + r"-([0-9a-f]+)\.json$")
 
 
 def target_shard(device_id: str) -> str:
-    return hashlib.sha256(device_id.encode()).hexdigest()[:TARGET_SHARD_HEX]
+    """`hh/h`: the two shard folders of a device's target (no folder lists over 256 entries)."""
+    digits = hashlib.sha256(device_id.encode()).hexdigest()[:TARGET_SHARD_HEX]
+    return f"{digits[:2]}/{digits[2:]}"
 
 
 def device_target_path(device_id: str) -> str:

@@ -66,7 +66,7 @@ from edgefleet.signing import (
     device_target_path,
 )
 from edgefleet.signing.keys import RoleKeys
-from edgefleet.signing.layout import FLEET_TARGETS, TARGET_SHARD_HEX, metadata_file, target_shard
+from edgefleet.signing.layout import FLEET_TARGETS, metadata_file, target_shard
 from edgefleet.signing.tree import PublishedTree, TargetEntry, extras_of
 
 TARGETS_PER_BIN = 256
@@ -97,7 +97,7 @@ class TargetFile:
 class TargetWrite(NamedTuple):
     """The file the tree must hold for one target."""
 
-    dir: str          # tree-relative folder, e.g. targets/devices/0a3
+    dir: str          # tree-relative folder, e.g. targets/devices/0a/3
     name: str         # <sha256>.<device-id>.json
     data: bytes
     exists: bool      # a file of that name is in the tree: keep it if it holds `data`, else rewrite it
@@ -457,8 +457,8 @@ class Planner:
                     if before is not None and before.hashes.get("sha256") == m.group(1):
                         continue  # the previous version's
                     out.append(f"{folder}/{n}")
-            elif len(parts) == 3 and parts[:2] == ["targets", "devices"] and len(parts[2]) == TARGET_SHARD_HEX:
-                shard = parts[2]
+            elif len(parts) == 4 and parts[:2] == ["targets", "devices"]:
+                shard = f"{parts[2]}/{parts[3]}"
                 for n in names - self._new_names.get(folder, set()):
                     m = _OWN_TARGET.match(n)
                     if not m or not is_device_id(m.group(2)) or target_shard(m.group(2)) != shard:

@@ -256,8 +256,9 @@ def _close(d: TreeDir | None) -> None:
 def scan(tree: Tree, dirs: tuple[str, ...] = OWN_TOP) -> dict[str, set[str]]:
     """File names in each of the publisher's directories (tree-relative dir -> names); E544 on a link.
 
-    Walks `metadata/`, `metadata/bins/*`, `targets/` and `targets/*/*` (the device shard
-    folders); sub-directories deeper than that are not the publisher's and are not read.
+    Walks `metadata/`, `metadata/bins/*`, `targets/` and `targets/*/*/*` (the device shard
+    folders, signing/layout.py); sub-directories deeper than that are not the publisher's and
+    are not read.
     """
     listing: dict[str, set[str]] = {}
 
@@ -278,5 +279,5 @@ def scan(tree: Tree, dirs: tuple[str, ...] = OWN_TOP) -> dict[str, set[str]]:
                 walk(f"{rel}/{name}", depth - 1)
 
     for top in dirs:
-        walk(top, 2)
+        walk(top, 3 if top == "targets" else 2)
     return listing

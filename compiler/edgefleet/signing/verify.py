@@ -17,7 +17,7 @@ What the updater rejects, and what it means here:
   the signed bytes, then more         endless data attack      E556
   (or more than the client's limit for a file with no signed length: timestamp, root)
 Each of these names the file the client was reading (tree-relative, e.g.
-`targets/devices/0a3/<sha256>.<id>.json`) in the message and as the error's path.
+`targets/devices/0a/3/<sha256>.<id>.json`) in the message and as the error's path.
 Rollback detection across runs needs the device's memory of what it trusted:
 `metadata_cache` is that directory (the agent passes its own; `edgefleet verify`
 uses a fresh one unless `--cache` is given).
@@ -71,7 +71,7 @@ class VerifyError(SigningError):
 
 @dataclass(frozen=True)
 class VerifiedTarget:
-    path: str                   # the TUF target path, e.g. devices/<sss>/<id>.json
+    path: str                   # the TUF target path, e.g. devices/<hh>/<h>/<id>.json
     data: bytes                 # the verified desired state
     custom: dict[str, Any]      # device_id, hardware_class, release_counter, ...
     versions: dict[str, int] = field(default_factory=dict)  # trusted root/timestamp/snapshot/targets/bin
