@@ -1,0 +1,1 @@
+"""The device agent: reconcile one device toward its signed desired state."""

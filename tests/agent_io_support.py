@@ -1,0 +1,70 @@
+"""Fixtures and helpers for agent-io tests: device identities, reports, a real ONNX runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgefleet.agent.conditions import Condition
+from edgefleet.agent.identity import DeviceIdentity, enroll
+from edgefleet.agent.report import Generation, Report, sign_report
+
+REPO = Path(__file__).resolve().parents[1]
+METER_MODEL = REPO / "fleet/models/meter-digits/1.1.0/full.onnx"
+T0 = "2026-12-01T10:00:00Z"
+
+
+def make_identity(tmp_path: Path, device_id: str = "pa-robot-001") -> DeviceIdentity:
+    return enroll(tmp_path / f"state-{device_id}", device_id)
+
+
+def make_report(device: str, counter: int, **extra) -> Report:
+    fields = dict(device=device, counter=counter, observed_at=T0,
+                  generation=Generation(target_sha256="ab" * 32, release_counter=3),
+                  conditions=[Condition(type="Ready", status="True", reason="Serving",
+                                        message="meter-digits 1.1.0", observed_generation="ab" * 32,
+                                        last_transition=T0)])
+    fields.update(extra)
+    return Report(**fields)
+
+
+def signed(identity: DeviceIdentity, counter: int, **extra) -> bytes:
+    return sign_report(make_report(identity.device_id, counter, **extra), identity)
+
+
+class OnnxRunner:
+    """A real onnxruntime session behind the serving Runner interface (test helper)."""
+
+    def __init__(self, path: Path = METER_MODEL, name: str = "meter-digits", version: str = "1.1.0"):
+        import onnxruntime as ort
+
+        self.name, self.version = name, version
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def metadata(self) -> dict:
+        def tensors(items):
+            return [{"name": t.name, "datatype": _DATATYPES[t.type],
+                     "shape": [d if isinstance(d, int) else -1 for d in t.shape]} for t in items]
+        return {"name": self.name, "versions": [self.version], "platform": "onnxruntime_onnx",
+                "inputs": tensors(self.session.get_inputs()), "outputs": tensors(self.session.get_outputs())}
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, inputs)))
+
+
+class Registry:
+    def __init__(self, runners: dict, ready: bool = True):
+        self.runners, self.is_ready = runners, ready
+
+    def models(self) -> dict:
+        return dict(self.runners)
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+
+_DATATYPES = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(float16)": "FP16",
+              "tensor(int32)": "INT32", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8",
+              "tensor(double)": "FP64", "tensor(bool)": "BOOL"}
