@@ -17,7 +17,7 @@ import sys
 from edgefleet import __version__
 from edgefleet.core.diagnostics import DiagnosticError
 
-COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema", "agent"]
+COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema", "agent", "status", "promote"]
 
 
 class UsageError(Exception):

@@ -1,0 +1,252 @@
+"""The `status` use case: verified device reports, aggregated per rollout, wave, class and site.
+
+Steps, each with one job:
+
+1. `verify_reports`: every envelope is checked before anything in it is used: the device
+   is enrolled (its id is in the inventory: E702), the signature is its enrolled
+   `public_key`'s and the report is its own (agent-io's `verify_report`: E66x), the counter
+   goes up (`check_sequence`: E665, replays), and the generation is one the desired-state
+   tree really gave that device (E703). Refused reports are counted and listed by reason,
+   never used. The latest accepted report of each device is kept, per model.
+2. `evaluate_rollout` (pure): each device the rollout selects is placed in its wave; each
+   live wave's devices are classified (rollout/observe.py) and tallied, and the current
+   wave's gates are evaluated (rollout/gates.py) at `now`.
+
+The CLI (`edgefleet status`) only parses and renders; promote reuses both steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+from edgefleet.core.diagnostics import Diagnostic, error, has_errors
+from edgefleet.core.source import Location
+from edgefleet.desired.activation import parse_time
+from edgefleet.desired.waves import RolloutWaves
+from edgefleet.load.repo import FleetRepo
+from edgefleet.rollout.aggregate import Tally
+from edgefleet.rollout.gates import GateResult, evaluate
+from edgefleet.rollout.observe import Observation, observe, standing
+from edgefleet.rollout.sources import GivenGenerations, SourceError, read_envelopes, read_given_generations
+from edgefleet.rules.selectors import matches
+from edgefleet.spec.rollout import Evidence, Rollout
+
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    device: str
+    counter: int | None
+    code: str
+    reason: str
+
+
+@dataclass
+class VerifiedReports:
+    """The outcome of step 1: per (device, model) the latest accepted observation."""
+
+    latest: dict[tuple[str, str], Observation] = field(default_factory=dict)
+    timeline: dict[tuple[str, str], list[Observation]] = field(default_factory=dict)
+    accepted: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def rejected_by_code(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rejected:
+            out[r.code] = out.get(r.code, 0) + 1
+        return dict(sorted(out.items()))
+
+
+def verify_reports(envelopes: Iterable[tuple[str, bytes]], repo: FleetRepo, given: GivenGenerations,
+                   models: Iterable[str], keep_timeline: bool = False) -> VerifiedReports:
+    from edgefleet.agent.report import ReportError, check_sequence, verify_report
+
+    keys = {d.doc.id: d.doc.public_key for d in repo.devices}
+    models = sorted(set(models))
+    out = VerifiedReports()
+    last_counter: dict[str, int] = {}
+    for device_id, envelope in envelopes:
+        key = keys.get(device_id)
+        if key is None:
+            out.rejected.append(Rejection(device_id, None, "E702", "the device is not enrolled (not in the inventory)"))
+            continue
+        try:
+            report = verify_report(envelope, key, device_id)
+            check_sequence(last_counter.get(device_id), report)
+        except ReportError as exc:
+            out.rejected.append(Rejection(device_id, None, exc.code, exc.message))
+            continue
+        if report.generation is not None and not given.was_given(
+                device_id, (report.generation.target_sha256, report.generation.release_counter)):
+            out.rejected.append(Rejection(
+                device_id, report.counter, "E703",
+                f"generation {report.generation.target_sha256[:12]}… (release {report.generation.release_counter}) "
+                "is not a desired state this device was given"))
+            continue
+        last_counter[device_id] = report.counter
+        out.accepted += 1
+        for model in models:
+            obs = observe(report, model)
+            out.latest[(device_id, model)] = obs
+            if keep_timeline:
+                out.timeline.setdefault((device_id, model), []).append(obs)
+    return out
+
+
+@dataclass
+class WaveStatus:
+    index: int
+    name: str
+    devices: int
+    live: bool
+    live_since: str | None
+    tally: Tally
+    result: GateResult | None  # only for the current wave
+    used: list[tuple[str, int]] = field(default_factory=list)  # (device, counter) of the reports tallied
+
+
+@dataclass
+class RolloutReport:
+    name: str
+    path: str  # repository-relative file
+    rollout: Rollout
+    waves: list[WaveStatus]
+    by_class: dict[str, Tally]
+    by_site: dict[str, Tally]
+    not_live: int  # selected devices whose wave is not live
+    members: dict[int, list[str]]  # wave index -> device ids (for the timeline chart)
+
+    @property
+    def current(self) -> WaveStatus | None:
+        wave = self.rollout.status.current_wave
+        return self.waves[wave] if wave is not None and self.rollout.status.phase in ("progressing", "paused") \
+            else None
+
+    def evidence(self, rejected: int = 0) -> Evidence | None:
+        wave = self.current
+        if wave is None:
+            return None
+        used = sorted(wave.used)
+        digest = hashlib.sha256("\n".join(f"{d}:{c}" for d, c in used).encode()).hexdigest()
+        t = wave.tally
+        return Evidence(
+            wave=wave.name, devices=t.devices, reported=t.reported, on_new_version=t.on_new_version,
+            healthy=t.counts["healthy"], failed=t.counts["failed"], rolled_back=t.counts["rolled_back"],
+            degraded=t.counts["degraded"], frozen=t.counts["frozen"], silent=t.counts["silent"],
+            rejected_reports=rejected, latency_ms=t.latency(), checks=list(wave.result.checks) if wave.result else [],
+            reports_sha256=digest, failed_devices=sorted(t.failed_devices)[:MAX_LISTED])
+
+
+def evaluate_rollout(name: str, path: str, rollout: Rollout, repo: FleetRepo, verified: VerifiedReports,
+                     now: datetime) -> RolloutReport:
+    """Tally the rollout's live waves and evaluate the current wave's gates. Pure."""
+    spec, status = rollout.spec, rollout.status
+    waves = RolloutWaves.of(name, spec, status)
+    started = [status.wave_started.get(w.name) or (status.since if i == status.current_wave else None)
+               for i, w in enumerate(spec.waves)]
+    since = [parse_time(s) if s else None for s in started]
+    out = [WaveStatus(i, w.name, 0, i < waves.live_count, started[i], Tally(), None)
+           for i, w in enumerate(spec.waves)]
+    by_class: dict[str, Tally] = {}
+    by_site: dict[str, Tally] = {}
+    members: dict[int, list[str]] = {}
+    not_live = 0
+    for loaded in repo.devices:
+        device = loaded.doc
+        if not matches(spec.selector, device):
+            continue
+        place = waves.place(device)
+        if place.wave is not None:
+            out[place.wave].devices += 1
+        if not place.live or place.wave is None:
+            not_live += 1
+            continue
+        members.setdefault(place.wave, []).append(device.id)
+        obs = verified.latest.get((device.id, spec.model))
+        where = standing(obs, spec.to_version, since[place.wave])
+        wave = out[place.wave]
+        wave.tally.add(device.id, where, obs)
+        if where != "silent" and obs is not None:
+            wave.used.append((device.id, obs.counter))
+        by_class.setdefault(device.hardware_class, Tally()).add(device.id, where, obs)
+        by_site.setdefault(device.site, Tally()).add(device.id, where, obs)
+    report = RolloutReport(name, path, rollout, out, dict(sorted(by_class.items())), dict(sorted(by_site.items())),
+                           not_live, members)
+    current = report.current
+    if current is not None and since[current.index] is not None:
+        current.result = evaluate(spec.waves[current.index].gates, current.tally, since[current.index], now,
+                                  spec.to_version)
+    return report
+
+
+@dataclass
+class StatusResult:
+    rollouts: list[RolloutReport]
+    verified: VerifiedReports
+    generations_commits: int
+    diagnostics: list[Diagnostic]
+
+
+def rollout_paths(repo: FleetRepo) -> dict[str, str]:
+    """Rollout name -> its repository-relative file."""
+    out = {}
+    for name, loaded in repo.rollouts.items():
+        shown = loaded.source.path
+        rel = shown[len(repo.display_root) + 1:] if repo.display_root not in ("", ".") and shown.startswith(
+            repo.display_root.rstrip("/") + "/") else shown
+        out[name] = rel
+    return out
+
+
+def load_inputs(root: Path, reports: str, desired: Path | None, models: Iterable[str],
+                keep_timeline: bool = False, branch: str | None = None
+                ) -> tuple[FleetRepo | None, VerifiedReports | None, int, list[Diagnostic]]:
+    """Validate the fleet, read the desired-state history and verify every report."""
+    from edgefleet.pipeline.validate import validate_repository
+
+    repo, diags = validate_repository(root)
+    if has_errors(diags):
+        return None, None, 0, diags
+    branch = branch or repo.fleet.doc.spec.desired_state_branch
+    try:
+        given = read_given_generations(desired or root, branch)
+    except SourceError as exc:
+        return repo, None, 0, diags + [error(
+            "E705", f"no desired-state history to check report generations against: {exc}",
+            Location(str(desired or root)),
+            f"pass --desired with the git repository holding branch '{branch}' (compile --commit {branch}), "
+            "or a compiled tree")]
+    models = list(models) or sorted({r.doc.spec.model for r in repo.rollouts.values()})
+    try:
+        envelopes = read_envelopes(reports) if isinstance(reports, (str, Path)) else reports
+        verified = verify_reports(envelopes, repo, given, models, keep_timeline)
+    except SourceError as exc:
+        return repo, None, 0, diags + [error("E704", str(exc), Location(str(reports)),
+                                             "give a status remote (git URL or path), a folder of reports, "
+                                             "or an object store URL")]
+    return repo, verified, given.commits, diags
+
+
+def run_status(root: Path, reports: str, now: datetime, desired: Path | None = None,
+               rollout: str | None = None, keep_timeline: bool = False) -> StatusResult:
+    repo, verified, commits, diags = load_inputs(root, reports, desired, (), keep_timeline)
+    if repo is None or verified is None:
+        return StatusResult([], verified or VerifiedReports(), commits, diags)
+    paths = rollout_paths(repo)
+    names = sorted(repo.rollouts)
+    if rollout is not None:
+        if rollout not in repo.rollouts:
+            return StatusResult([], verified, commits, diags + [unknown_rollout(rollout, names)])
+        names = [rollout]
+    reports_out = [evaluate_rollout(n, paths[n], repo.rollouts[n].doc, repo, verified, now) for n in names]
+    return StatusResult(reports_out, verified, commits, diags)
+
+
+def unknown_rollout(name: str, names: list[str]) -> Diagnostic:
+    return error("E706", f"no rollout named '{name}'", Location("--rollout"),
+                 f"rollouts in this fleet: {', '.join(names) or 'none'}")
