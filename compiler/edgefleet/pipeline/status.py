@@ -79,7 +79,11 @@ def verify_reports(envelopes: Iterable[tuple[str, bytes]], repo: FleetRepo, give
             report = verify_report(envelope, key, device_id)
             check_sequence(last_counter.get(device_id), report)
         except ReportError as exc:
-            out.rejected.append(Rejection(device_id, None, exc.code, exc.message))
+            code, message = exc.code, exc.message
+            claimed = _claimed_device(envelope) if code == "E663" else None
+            if claimed is not None and claimed != device_id:  # say why the key cannot match
+                code, message = "E664", f"a report of device {claimed!r} was delivered as {device_id!r}'s"
+            out.rejected.append(Rejection(device_id, None, code, message))
             continue
         if report.generation is not None and not given.was_given(
                 device_id, (report.generation.target_sha256, report.generation.release_counter)):
@@ -96,6 +100,19 @@ def verify_reports(envelopes: Iterable[tuple[str, bytes]], repo: FleetRepo, give
             if keep_timeline:
                 out.timeline.setdefault((device_id, model), []).append(obs)
     return out
+
+
+def _claimed_device(envelope: bytes) -> str | None:
+    """The device an unverifiable report claims to be from: for the message only, never trusted."""
+    import base64
+    import json
+
+    try:
+        payload = json.loads(base64.b64decode(json.loads(envelope)["payload"], validate=True))
+        claimed = payload.get("device")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return claimed[:64] if isinstance(claimed, str) else None
 
 
 @dataclass

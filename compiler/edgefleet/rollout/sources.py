@@ -128,9 +128,11 @@ def read_given_generations(location: Path, branch: str) -> GivenGenerations:
 
 def read_envelopes(source: str) -> Iterator[tuple[str, bytes]]:
     """(device id, envelope) for every report at `source`, oldest first per device."""
-    from edgefleet.agent.status_remote import read_reports
+    from edgefleet.agent.status_remote import StatusRemoteError, read_reports
 
     try:
         yield from read_reports(source)
+    except StatusRemoteError as exc:
+        raise SourceError(f"{source}: cannot read reports: {exc.message}") from None
     except (OSError, git.GitCommandError, ValueError) as exc:
         raise SourceError(f"{source}: cannot read reports: {type(exc).__name__}: {exc}") from None
