@@ -68,3 +68,53 @@ class Registry:
 _DATATYPES = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(float16)": "FP16",
               "tensor(int32)": "INT32", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8",
               "tensor(double)": "FP64", "tensor(bool)": "BOOL"}
+
+
+# -- a real git server on 127.0.0.1 ----------------------------------------------------------
+
+import contextlib
+import socket
+import subprocess
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def git_daemon(base: Path, port: int | None = None):
+    """`git daemon` serving every repository under `base` on 127.0.0.1, pushes allowed.
+
+    Yields the base URL (git://127.0.0.1:PORT); stopped even when the test fails.
+    """
+    port = port or free_port()
+    proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
+                             "--listen=127.0.0.1", f"--port={port}", f"--base-path={base}", "--informative-errors",
+                             str(base)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"git daemon did not start: {proc.stderr.read().decode()[-500:]}")
+                time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def bare_repo(path: Path) -> Path:
+    subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
+    return path

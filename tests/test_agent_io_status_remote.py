@@ -1,0 +1,249 @@
+"""Status remote: reports pushed with real git to a real `git daemon`, guarded by the real hook."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from agent_io_support import bare_repo, git_daemon, make_identity, signed
+from edgefleet.agent.report import verify_report
+from edgefleet.agent.status_remote import (ENROLLED_FILE, REPORT_FILE, StatusRemoteError, install_status_hook,
+                                           load_enrolled, push_reports, read_reports)
+from edgefleet.agent.telemetry import TelemetryStore
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Two enrolled devices, one unenrolled, a status repo with the hook, served by git daemon."""
+    base = tmp_path / "srv"
+    base.mkdir()
+    repo = bare_repo(base / "status.git")
+    a, b, stranger = (make_identity(tmp_path, d) for d in ("pa-robot-001", "pa-robot-002", "pa-robot-099"))
+    install_status_hook(repo, {a.device_id: a.public_key, b.device_id: b.public_key})
+    with git_daemon(base) as url:
+        yield {"url": f"{url}/status.git", "repo": repo, "a": a, "b": b, "stranger": stranger, "tmp": tmp_path}
+
+
+def _git(*args, cwd=None, input=None, check=True):
+    return subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, check=check)
+
+
+def raw_push(work, url, ref, blobs, *, parent="fetch", name=REPORT_FILE, extra_file=None, force=False):
+    """Push hand-made commits (one blob each) on top of the remote's `ref`: for attacks."""
+    if not (work / "HEAD").exists():
+        _git("init", "-q", "--bare", str(work))
+    tip = None
+    if parent == "fetch":
+        got = _git("-C", str(work), "fetch", "-q", url, f"+{ref}:refs/tip", check=False)
+        tip = _git("-C", str(work), "rev-parse", "refs/tip").stdout.decode().strip() if got.returncode == 0 else None
+    elif parent:
+        tip = parent
+    for blob in blobs:
+        sha = _git("-C", str(work), "hash-object", "-w", "--stdin", input=blob).stdout.decode().strip()
+        entries = f"100644 blob {sha}\t{name}\n"
+        if extra_file:
+            other = _git("-C", str(work), "hash-object", "-w", "--stdin", input=b"x").stdout.decode().strip()
+            entries += f"100644 blob {other}\t{extra_file}\n"
+        tree = _git("-C", str(work), "mktree", input=entries.encode()).stdout.decode().strip()
+        args = ["-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "commit-tree", tree, "-m", "r"]
+        if tip:
+            args += ["-p", tip]
+        tip = _git(*args).stdout.decode().strip()
+    cmd = ["-C", str(work), "push", url, f"{'+' if force else ''}{tip}:{ref}"]
+    return _git(*cmd, check=False)
+
+
+def _remote_reports(repo):
+    return list(read_reports(repo))
+
+
+def test_good_reports_are_accepted_in_order_and_read_back(fleet):
+    a = fleet["a"]
+    envs = [signed(a, c) for c in (1, 2, 3)]
+    assert push_reports(fleet["url"], a.device_id, envs) == 3
+    got = _remote_reports(fleet["repo"])
+    assert got == [(a.device_id, e) for e in envs]
+    assert [verify_report(e, a.public_key, a.device_id).counter for _, e in got] == [1, 2, 3]
+    # Each report is one commit holding exactly one file.
+    log = _git("-C", str(fleet["repo"]), "log", "--format=%H %P", "refs/status/pa-robot-001").stdout.decode().split("\n")
+    assert len([line for line in log if line]) == 3
+    assert _git("-C", str(fleet["repo"]), "ls-tree", "--name-only", "refs/status/pa-robot-001").stdout == b"report.dsse.json\n"
+
+
+def test_a_retry_after_a_lost_acknowledgement_skips_what_arrived(fleet, tmp_path):
+    a = fleet["a"]
+    work = tmp_path / "device-status.git"
+    assert push_reports(fleet["url"], a.device_id, [signed(a, 1), signed(a, 2)], work_dir=work) == 2
+    # The device crashed before mark_delivered: it sends 1 and 2 again, with 3.
+    assert push_reports(fleet["url"], a.device_id, [signed(a, c) for c in (1, 2, 3)], work_dir=work) == 3
+    # A fresh device-side clone (no work dir) fetches the tip and carries on too.
+    assert push_reports(fleet["url"], a.device_id, [signed(a, 3), signed(a, 4)]) == 2
+    counters = [verify_report(e, a.public_key, None).counter for _, e in _remote_reports(fleet["repo"])]
+    assert counters == [1, 2, 3, 4]
+
+
+def test_two_devices_each_keep_their_own_log(fleet):
+    a, b = fleet["a"], fleet["b"]
+    push_reports(fleet["url"], a.device_id, [signed(a, 1)])
+    push_reports(fleet["url"], b.device_id, [signed(b, 10), signed(b, 11)])
+    got = _remote_reports(fleet["repo"])
+    assert [(d, verify_report(e, fleet[d[-1:] == "1" and "a" or "b"].public_key, d).counter) for d, e in got] == [
+        ("pa-robot-001", 1), ("pa-robot-002", 10), ("pa-robot-002", 11)]
+    assert list(read_reports(fleet["repo"], devices=["pa-robot-002"])) == got[1:]
+    # Reading through the git server (as `edgefleet status` does from elsewhere) gives the same.
+    assert list(read_reports(fleet["url"])) == got
+
+
+def _refused(result, code):
+    assert result.returncode != 0, result.stderr.decode()
+    assert f"error[{code}]" in result.stderr.decode(), result.stderr.decode()
+
+
+def test_a_forged_report_is_refused(fleet, tmp_path):
+    a, stranger = fleet["a"], fleet["stranger"]
+    push_reports(fleet["url"], a.device_id, [signed(a, 1)])
+    # A report claiming to be pa-robot-001 but signed with another key.
+    forged = signed(make_identity(tmp_path / "evil", a.device_id), 2)
+    _refused(raw_push(tmp_path / "w", fleet["url"], "refs/status/pa-robot-001", [forged]), "E663")
+    with pytest.raises(StatusRemoteError) as err:
+        push_reports(fleet["url"], a.device_id, [forged])
+    assert err.value.code == "E680" and "E663" in err.value.message
+    assert [verify_report(e, a.public_key, None).counter for _, e in _remote_reports(fleet["repo"])] == [1]
+    del stranger
+
+
+def test_a_replayed_counter_is_refused(fleet, tmp_path):
+    a = fleet["a"]
+    push_reports(fleet["url"], a.device_id, [signed(a, 1), signed(a, 2)])
+    # A genuine old report, pushed again on top: the counter does not grow.
+    _refused(raw_push(tmp_path / "w", fleet["url"], "refs/status/pa-robot-001", [signed(a, 2)]), "E665")
+    _refused(raw_push(tmp_path / "w2", fleet["url"], "refs/status/pa-robot-001", [signed(a, 1)]), "E665")
+    # Out of order inside one push is refused too.
+    _refused(raw_push(tmp_path / "w3", fleet["url"], "refs/status/pa-robot-001", [signed(a, 5), signed(a, 4)]),
+             "E665")
+    assert len(_remote_reports(fleet["repo"])) == 2
+
+
+def test_another_devices_ref_is_refused(fleet, tmp_path):
+    a, b = fleet["a"], fleet["b"]
+    # pa-robot-001 pushes its own genuine report onto pa-robot-002's ref.
+    _refused(raw_push(tmp_path / "w", fleet["url"], "refs/status/pa-robot-002", [signed(a, 1)]), "E663")
+    # pa-robot-002's key signing a report that claims pa-robot-001, pushed to 002's ref.
+    from agent_io_support import make_report
+    from edgefleet.agent.report import report_payload
+    import base64
+    import json
+    from securesystemslib.dsse import Envelope
+    from edgefleet.agent.report import PAYLOAD_TYPE
+    payload = report_payload(make_report("pa-robot-001", 1))
+    sig = b.sign(Envelope(payload, PAYLOAD_TYPE, {}).pae())
+    claim = json.dumps({"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,
+                        "signatures": [{"keyid": b.public_key, "sig": base64.b64encode(sig).decode()}]}).encode()
+    _refused(raw_push(tmp_path / "w2", fleet["url"], "refs/status/pa-robot-002", [claim]), "E664")
+    assert _remote_reports(fleet["repo"]) == []
+
+
+def test_an_unenrolled_device_is_refused(fleet):
+    stranger = fleet["stranger"]
+    with pytest.raises(StatusRemoteError) as err:
+        push_reports(fleet["url"], stranger.device_id, [signed(stranger, 1)])
+    assert "E683" in err.value.message
+    assert _remote_reports(fleet["repo"]) == []
+
+
+@pytest.mark.parametrize("ref,code", [("refs/heads/main", "E682"), ("refs/status/Not_A_Device", "E682"),
+                                      ("refs/tags/v1", "E682")])
+def test_refs_outside_the_status_namespace_are_refused(fleet, tmp_path, ref, code):
+    _refused(raw_push(tmp_path / "w", fleet["url"], ref, [signed(fleet["a"], 1)], parent=None), code)
+
+
+def test_non_fast_forward_deletion_and_odd_commits_are_refused(fleet, tmp_path):
+    a = fleet["a"]
+    url, ref = fleet["url"], "refs/status/pa-robot-001"
+    push_reports(url, a.device_id, [signed(a, 1), signed(a, 2)])
+    before = _git("-C", str(fleet["repo"]), "rev-parse", ref).stdout
+    # Rewrite history: a new root commit with a higher counter, force-pushed.
+    result = raw_push(tmp_path / "w", url, ref, [signed(a, 9)], parent=None, force=True)
+    assert result.returncode != 0 and b"non-fast-forward" in result.stderr
+    # Delete the log.
+    result = _git("-C", str(tmp_path / "w"), "push", url, f":{ref}", check=False)
+    assert result.returncode != 0
+    # A commit with a second file, and a commit whose file has another name.
+    _refused(raw_push(tmp_path / "w2", url, ref, [signed(a, 3)], extra_file="notes.txt"), "E685")
+    _refused(raw_push(tmp_path / "w3", url, ref, [signed(a, 3)], name="report.json"), "E685")
+    # A merge of two report chains.
+    work = tmp_path / "w3"
+    tip = _git("-C", str(work), "rev-parse", "refs/tip").stdout.decode().strip()
+    tree = _git("-C", str(work), "rev-parse", f"{tip}^{{tree}}").stdout.decode().strip()
+    merge = _git("-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t", "commit-tree", tree, "-p", tip,
+                 "-p", f"{tip}~1", "-m", "m").stdout.decode().strip()
+    _refused(_git("-C", str(work), "push", url, f"{merge}:{ref}", check=False), "E685")
+    assert _git("-C", str(fleet["repo"]), "rev-parse", ref).stdout == before
+
+
+def test_a_hook_hit_by_its_own_bug_refuses(fleet, tmp_path):
+    (fleet["repo"] / ENROLLED_FILE).write_text("{broken")
+    with pytest.raises(StatusRemoteError) as err:
+        push_reports(fleet["url"], fleet["a"].device_id, [signed(fleet["a"], 1)])
+    assert "E681" in err.value.message
+
+
+def test_install_status_hook_is_idempotent_and_validates_keys(fleet):
+    repo, a = fleet["repo"], fleet["a"]
+    hook = install_status_hook(repo, {a.device_id: a.public_key})
+    assert os.access(hook, os.X_OK) and hook.read_text().startswith("#!")
+    assert load_enrolled(repo) == {a.device_id: a.public_key}
+    with pytest.raises(StatusRemoteError) as err:
+        install_status_hook(repo, {a.device_id: "ed25519:nothex"})
+    assert err.value.code == "E681"
+    with pytest.raises(StatusRemoteError):
+        install_status_hook(fleet["tmp"] / "not-a-repo", {})
+
+
+def test_outage_buffers_and_then_every_report_arrives(tmp_path):
+    """Server down: pushes fail, the outbox keeps all; server back: every report arrives (count checked)."""
+    base = tmp_path / "srv"
+    base.mkdir()
+    repo = bare_repo(base / "status.git")
+    a = make_identity(tmp_path)
+    install_status_hook(repo, {a.device_id: a.public_key})
+    from agent_io_support import free_port
+    port = free_port()
+    url = f"git://127.0.0.1:{port}/status.git"
+    store = TelemetryStore(tmp_path / "telemetry.db")
+
+    def cycle():
+        c = store.next_counter()
+        store.enqueue_report(c, signed(a, c))
+        pending = store.pending_reports()
+        try:
+            delivered = push_reports(url, a.device_id, [e for _, e in pending], work_dir=tmp_path / "w")
+        except StatusRemoteError:
+            return False
+        store.mark_delivered([c for c, _ in pending[:delivered]])
+        return True
+
+    with git_daemon(base, port):
+        assert cycle() and cycle()
+    assert not any(cycle() for _ in range(5))  # outage: nothing delivered, nothing lost
+    assert len(store.pending_reports()) == 5
+    with git_daemon(base, port):
+        assert cycle()
+    assert store.pending_reports() == []
+    counters = [verify_report(e, a.public_key, a.device_id).counter for _, e in read_reports(repo)]
+    assert len(counters) == 8 and counters == sorted(counters)
+
+
+def test_object_store_directory_keeps_one_key_per_device(tmp_path):
+    a, b = make_identity(tmp_path, "pa-robot-001"), make_identity(tmp_path, "pa-robot-002")
+    url = f"dir:{tmp_path / 'status'}"
+    assert push_reports(url, a.device_id, [signed(a, 1), signed(a, 2)]) == 2
+    assert push_reports(url, a.device_id, [signed(a, 2), signed(a, 3)]) == 2
+    push_reports(url, b.device_id, [signed(b, 7)])
+    assert sorted(p.name for p in (tmp_path / "status" / "status").iterdir()) == ["pa-robot-001.json",
+                                                                                 "pa-robot-002.json"]
+    got = [(d, verify_report(e, (a if d == a.device_id else b).public_key, d).counter) for d, e in read_reports(url)]
+    assert got == [("pa-robot-001", 1), ("pa-robot-001", 2), ("pa-robot-001", 3), ("pa-robot-002", 7)]
+    assert [d for d, _ in read_reports(url, devices=["pa-robot-002", "pa-robot-003"])] == ["pa-robot-002"]
