@@ -28,6 +28,7 @@ NOW = datetime(2025, 6, 1, tzinfo=timezone.utc)
 
 
 def targets(count: int, changed_every: int = 0):
+    from edgefleet.signing import device_target_path
     from edgefleet.signing.publish import TargetFile
 
     for i in range(count):
@@ -44,7 +45,7 @@ def targets(count: int, changed_every: int = 0):
             "rollout": {"name": "meter-digits-1.1", "wave": i % 3},
         }
         data = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
-        yield TargetFile(f"devices/{device}.json", data,
+        yield TargetFile(device_target_path(device), data,
                          {"device_id": device, "hardware_class": CLASSES[i % 4], "release_counter": 3 + bump})
 
 
@@ -70,7 +71,7 @@ def run_one(count: int, workdir: Path) -> dict:
         report = publish(out, targets(count, changed_every), keys, expiry, now)
         runs[name] = {"seconds": round(time.perf_counter() - start, 2), "files_written": len(report.written),
                       "files_unchanged": report.unchanged, "files_removed": len(report.removed)}
-    tree_bytes = sum(p.stat().st_size for p in (out / "metadata").iterdir())
+    tree_bytes = sum(p.stat().st_size for p in (out / "metadata").rglob("*.json"))
     return {"targets": count, "bins": report.bins, "generate_seconds": round(generate, 2), **runs,
             "metadata_mb": round(tree_bytes / 2**20, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

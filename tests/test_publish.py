@@ -18,6 +18,7 @@ from edgefleet.core.diagnostics import DiagnosticError
 from edgefleet.signing import SigningError, device_target_path
 from edgefleet.signing import publish as publish_mod
 from edgefleet.signing.keys import RoleKeys, init_keys, load_keys, rotate_key
+from edgefleet.signing.layout import metadata_file, target_file
 from edgefleet.signing.publish import FastCanonicalJSON, TargetFile, bit_length_for, publish
 from edgefleet.signing.verify import verify_device
 from edgefleet.spec.fleet import ExpiryWindows
@@ -33,7 +34,7 @@ def keys(tmp_path: Path) -> RoleKeys:
 
 
 def _meta(out: Path, name: str) -> Metadata:
-    return Metadata.from_bytes((out / "metadata" / name).read_bytes())
+    return Metadata.from_bytes((out / metadata_file(name)).read_bytes())
 
 
 def _root1(out: Path) -> bytes:
@@ -43,9 +44,11 @@ def _root1(out: Path) -> bytes:
 def test_first_publish_writes_a_complete_consistent_snapshot_tree(tmp_path, keys):
     out = tmp_path / "out"
     report = publish(out, targets(600), keys, EXPIRY, T0)
-    names = set((out / "metadata").iterdir())
-    assert {p.name for p in names} == {"1.root.json", "timestamp.json", "1.snapshot.json", "1.targets.json",
-                                      "1.bins-0.json", "1.bins-1.json", "1.bins-2.json", "1.bins-3.json"}
+    names = {p.relative_to(out).as_posix() for p in (out / "metadata").rglob("*.json")}
+    assert names == {metadata_file(n) for n in (
+        "1.root.json", "timestamp.json", "1.snapshot.json", "1.targets.json",
+        "1.bins-0.json", "1.bins-1.json", "1.bins-2.json", "1.bins-3.json")}
+    assert "metadata/bins/0/1.bins-0.json" in names  # bins live in shard folders (signing/layout.py)
     assert report.bins == 4 and report.targets == 600
     assert report.versions == {"root": 1, "timestamp": 1, "snapshot": 1, "targets": 1}
     assert len(report.written) == 600 + 8 and report.written == sorted(report.written)
@@ -60,7 +63,7 @@ def test_first_publish_writes_a_complete_consistent_snapshot_tree(tmp_path, keys
     # targets are stored under hash-prefixed names, and every one verifies as its device would
     some = target("dev-00042")
     digest = hashlib.sha256(some.data).hexdigest()
-    assert (out / "targets" / "devices" / f"{digest}.dev-00042.json").read_bytes() == some.data
+    assert (out / target_file(device_target_path("dev-00042"), digest)).read_bytes() == some.data
     got = verify_device(out, "dev-00042", _root1(out), T0 + timedelta(hours=1), "jetson-vision-standard")
     assert got.data == some.data
     assert got.custom == {"device_id": "dev-00042", "hardware_class": "jetson-vision-standard", "release_counter": 1}
@@ -102,7 +105,7 @@ def test_one_changed_device_rewrites_its_target_its_bin_snapshot_and_timestamp_o
     bin_name = SuccinctRoles([], 1, 1, "bins").get_role_for_target(device_target_path("dev-00007"))
     new_target = next(p for p in report.written if p.startswith("targets/"))
     assert new_target.endswith(".dev-00007.json")
-    assert report.written == sorted([new_target, f"metadata/2.{bin_name}.json", "metadata/2.snapshot.json",
+    assert report.written == sorted([new_target, metadata_file(f"2.{bin_name}.json"), "metadata/2.snapshot.json",
                                      "metadata/timestamp.json"])
     assert report.versions == {"root": 1, "timestamp": 2, "snapshot": 2, "targets": 1}
     after = tree_stats(out)
@@ -145,7 +148,7 @@ def test_a_lower_release_counter_is_refused_and_nothing_is_written(tmp_path, key
     with pytest.raises(DiagnosticError) as exc:
         publish(out, lowered, keys, EXPIRY, T0 + timedelta(hours=1))
     assert [(d.code, d.location.path) for d in exc.value.diagnostics] == [
-        ("E541", "devices/dev-00004.json"), ("E541", "devices/dev-00009.json")]
+        ("E541", device_target_path("dev-00004")), ("E541", device_target_path("dev-00009"))]
     assert "from 5 to 4" in exc.value.diagnostics[0].message
     assert tree_files(out) == before
 
@@ -173,7 +176,7 @@ def test_a_failed_publish_leaves_the_previous_tree_byte_for_byte(tmp_path, keys,
     verify_device(out, "dev-00001", _root1(out), T0 + timedelta(hours=2))
 
 
-def _bad(path="devices/dev-00099.json", data=b"{}", **custom) -> TargetFile:
+def _bad(path=device_target_path("dev-00099"), data=b"{}", **custom) -> TargetFile:
     fields = {"device_id": "dev-00099", "hardware_class": "x", "release_counter": 1}
     fields.update(custom)
     return TargetFile(path, data, {k: v for k, v in fields.items() if v is not None})
@@ -277,7 +280,7 @@ def test_a_root_rotation_without_the_old_root_key_is_refused_and_leaves_the_tree
 def test_an_unreadable_previous_tree_is_refused_with_E542(tmp_path, keys):
     out = tmp_path / "out"
     publish(out, targets(20), keys, EXPIRY, T0)
-    (out / "metadata" / "1.bins-0.json").write_text("{not json")
+    (out / metadata_file("1.bins-0.json")).write_text("{not json")
     with pytest.raises(SigningError) as exc:
         publish(out, targets(20), keys, EXPIRY, T0 + timedelta(hours=1))
     assert exc.value.code == "E542" and "1.bins-0.json" in exc.value.message
@@ -288,7 +291,7 @@ def test_a_target_file_left_by_a_killed_run_is_rewritten_not_trusted(tmp_path, k
     publish(out, targets(20), keys, EXPIRY, T0)
     new = target("dev-00002", generation=2)
     digest = hashlib.sha256(new.data).hexdigest()
-    partial = out / "targets" / "devices" / f"{digest}.dev-00002.json"
+    partial = out / "targets" / device_target_path("dev-00002").replace("dev-00002.json", f"{digest}.dev-00002.json")
     partial.write_bytes(new.data[:10])  # a write cut short
     publish(out, targets(20, changed={"dev-00002": 2}), keys, EXPIRY, T0 + timedelta(hours=1))
     assert partial.read_bytes() == new.data
@@ -310,8 +313,10 @@ def test_fast_canonical_json_is_byte_identical_to_securesystemslib(custom, path)
 
 def test_metadata_is_json_tuf_can_read_back(tmp_path, keys):
     out = tmp_path / "out"
-    publish(out, targets(5), keys, EXPIRY, T0)
-    for path in (out / "metadata").iterdir():
+    report = publish(out, targets(5), keys, EXPIRY, T0)
+    paths = sorted((out / "metadata").rglob("*.json"))
+    assert len(paths) == 4 + report.bins  # root, timestamp, snapshot, targets and every bin
+    for path in paths:
         doc = json.loads(path.read_bytes())
         assert set(doc) == {"signed", "signatures"}
         Metadata.from_bytes(path.read_bytes())

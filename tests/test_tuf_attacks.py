@@ -22,6 +22,7 @@ from tuf.api.serialization.json import JSONSerializer
 from edgefleet.signing import device_target_path
 from edgefleet.signing import publish as publish_mod
 from edgefleet.signing.keys import init_keys, load_keys, rotate_key
+from edgefleet.signing.layout import metadata_file, target_file
 from edgefleet.signing.publish import TargetFile, publish
 from edgefleet.signing.verify import VerifyError, verify_device
 from edgefleet.spec.fleet import ExpiryWindows
@@ -72,7 +73,7 @@ class Case:
     cache: Path | None = None
 
     def meta(self, name: str) -> Path:
-        return self.tree / "metadata" / name
+        return self.tree / metadata_file(name)
 
     def bin_name(self, device: str) -> str:
         targets_md = _load(self.meta(f"{_snapshot(self)['targets.json'].version}.targets.json"))
@@ -84,7 +85,7 @@ class Case:
 
     def target_file(self, device: str) -> Path:
         info = _load(self.bin_file(device)).signed.targets[device_target_path(device)]
-        return self.tree / "targets" / "devices" / f"{info.hashes['sha256']}.{device}.json"
+        return self.tree / target_file(device_target_path(device), info.hashes["sha256"])
 
     def keys(self):
         return load_keys(self.tmp / "keys")
@@ -123,7 +124,7 @@ def target_bytes_modified(c: Case):
 
 
 def bin_signed_by_unknown_key(c: Case):
-    evil = c.tree / "targets" / "devices" / f"{'e' * 64}.{A}.json"
+    evil = c.tree / target_file(device_target_path(A), "e" * 64)
     evil.write_bytes(target(A, 9).data)
 
     def point_at_evil(signed):
@@ -160,7 +161,7 @@ def replay_old_tree_to_a_device_that_saw_the_new_one(c: Case):
 
 
 def replay_old_bin_under_the_new_name(c: Case):
-    old = c.history.v1 / "metadata" / f"1.{c.bin_name(A)}.json"
+    old = c.history.v1 / metadata_file(f"1.{c.bin_name(A)}.json")
     assert old.stat().st_size == c.bin_file(A).stat().st_size
     shutil.copyfile(old, c.bin_file(A))
 
@@ -183,19 +184,19 @@ def snapshot_v1_with_bin_v2(c: Case):
     newer = c.bin_file(A)
     shutil.rmtree(c.tree / "targets")
     shutil.copytree(c.history.v1 / "targets", c.tree / "targets")
-    for path in (c.tree / "metadata").iterdir():
+    for path in (c.tree / "metadata").rglob("*.json"):
         if not path.name.endswith(".root.json"):
             path.unlink()
-    for path in (c.history.v1 / "metadata").iterdir():
+    for path in (c.history.v1 / "metadata").rglob("*.json"):
         shutil.copyfile(path, c.meta(path.name))
     older = c.meta(f"1.{c.bin_name(A)}.json")
-    data = (c.history.live / "metadata" / newer.name).read_bytes()
+    data = (c.history.live / metadata_file(newer.name)).read_bytes()
     assert len(data) == older.stat().st_size
     older.write_bytes(data)  # v2's bin where v1's snapshot expects v1's
 
 
 def target_of_v1_under_the_v2_name(c: Case):
-    v1_target = next((c.history.v1 / "targets" / "devices").glob(f"*.{A}.json"))
+    v1_target = next((c.history.v1 / "targets" / "devices").rglob(f"*.{A}.json"))
     shutil.copyfile(v1_target, c.target_file(A))
 
 

@@ -23,6 +23,7 @@ from tuf.api.metadata import Metadata
 
 from edgefleet.core.diagnostics import DiagnosticError, error
 from edgefleet.signing import CUSTOM_RELEASE_COUNTER, device_target_path
+from edgefleet.signing.layout import metadata_file
 from edgefleet.core.source import Location
 
 
@@ -64,7 +65,7 @@ def read_previous_releases(out_dir: Path) -> PreviousReleases:
         entries: dict[str, tuple[int, bytes]] = {}
         for role in roles:
             version = snapshot.signed.meta[f"{role}.json"].version
-            path = meta / f"{version}.{role}.json"
+            path = Path(out_dir) / metadata_file(f"{version}.{role}.json")
             for target, info in json.loads(path.read_bytes())["signed"]["targets"].items():
                 entries[target] = (int(info["custom"][CUSTOM_RELEASE_COUNTER]),
                                    bytes.fromhex(info["hashes"]["sha256"]))

@@ -1,6 +1,6 @@
 """The per-device desired state: what one device must run. The one definition of the format.
 
-`edgefleet compile` writes one such document per device as `devices/<id>.json` in the
+`edgefleet compile` writes one such document per device as `devices/<sss>/<id>.json` (signing/layout.py) in the
 signed TUF tree; the agent reads it after verifying it offline. The JSON Schema
 `schemas/desiredstate.schema.json` is generated from these models.
 
@@ -107,7 +107,7 @@ class Workload(Strict):
 
 
 class DesiredState(Strict):
-    """devices/<id>.json of the desired-state tree."""
+    """devices/<sss>/<id>.json of the desired-state tree."""
 
     format: Literal["edgefleet/desired-state/v1"] = FORMAT
     fleet: Name

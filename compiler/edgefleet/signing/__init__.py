@@ -12,8 +12,9 @@ Layout of a published tree (consistent snapshots, as python-tuf's ngclient expec
 
     metadata/1.root.json, 2.root.json, ...     every root version (the chain a device walks)
     metadata/timestamp.json                    the one mutable file: the commit point
-    metadata/{V}.snapshot.json, {V}.targets.json, {V}.bins-{hex}.json
-    targets/devices/{sha256}.{device-id}.json  each device's desired state
+    metadata/{V}.snapshot.json, {V}.targets.json
+    metadata/bins/{hh}/{V}.bins-{hex}.json     hash-bin delegations, sharded by the bin's first two hex digits
+    targets/devices/{sss}/{sha256}.{device-id}.json  each device's desired state, sharded (layout.py)
 
 Each device target carries custom fields (Uptane-style): `device_id`, `hardware_class`
 and `release_counter` (monotonic per device). Error codes: E50x keys, E54x publishing,
@@ -24,10 +25,10 @@ from __future__ import annotations
 
 from edgefleet.core.diagnostics import DiagnosticError, error
 from edgefleet.core.source import Location
+from edgefleet.signing.layout import BINS_PREFIX, device_target_path  # noqa: F401 - the one layout
 
 ROLES = ("root", "targets", "snapshot", "timestamp", "bins")
 TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")
-BINS_PREFIX = "bins"
 
 # Custom fields of every device target (Uptane calls them ECU identifier, hardware
 # identifier and release counter).
@@ -35,11 +36,6 @@ CUSTOM_DEVICE_ID = "device_id"
 CUSTOM_HARDWARE_CLASS = "hardware_class"
 CUSTOM_RELEASE_COUNTER = "release_counter"
 REQUIRED_CUSTOM = (CUSTOM_DEVICE_ID, CUSTOM_HARDWARE_CLASS, CUSTOM_RELEASE_COUNTER)
-
-
-def device_target_path(device_id: str) -> str:
-    """The TUF target path of a device's desired state (one place decides the layout)."""
-    return f"devices/{device_id}.json"
 
 
 class SigningError(DiagnosticError):

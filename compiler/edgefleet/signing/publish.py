@@ -71,6 +71,7 @@ from edgefleet.signing import (
     device_target_path,
 )
 from edgefleet.signing.keys import RoleKeys
+from edgefleet.signing.layout import metadata_file
 from edgefleet.core.source import Location
 from edgefleet.spec.common import duration_seconds
 from edgefleet.spec.fleet import ExpiryWindows
@@ -197,7 +198,7 @@ def _read_previous(meta_dir: Path) -> _Prev:
         if meta is None:
             raise _unreadable(meta_dir / snap_name, f"it lists no {bin_name}.json")
         # Plain JSON, not tuf objects: a million targets are read on every publish.
-        path = meta_dir / f"{meta.version}.{bin_name}.json"
+        path = meta_dir.parent / metadata_file(f"{meta.version}.{bin_name}.json")
         try:
             doc = json.loads(path.read_bytes())
             signed = doc["signed"]
@@ -492,10 +493,13 @@ class _Publisher:
         return md.to_bytes(_COMPACT)
 
     def _write_meta(self, name: str, data: bytes) -> None:
-        path = self.meta_dir / name
+        rel = metadata_file(name)
+        path = self.out / rel
+        if path.parent != self.meta_dir:
+            path.parent.mkdir(parents=True, exist_ok=True)
         _write_file(str(path), data)
         self.created.append(str(path))
-        self.written.append(f"metadata/{name}")
+        self.written.append(rel)
 
     def _roll_back(self) -> None:
         for path in reversed(self.created):
@@ -508,12 +512,13 @@ class _Publisher:
     def _prune(self, prev: _Prev) -> list[str]:
         removed: list[str] = []
         keep_meta = prev.files | self.keep_meta
-        for name in sorted(os.listdir(self.meta_dir)):
+        for rel in _metadata_files(self.meta_dir):
+            name = rel.rpartition("/")[2]
             m = _VERSIONED.match(name)
             stale_tmp = name.startswith(".") and name.endswith(".tmp")
             if ((m and m.group(2) != "root" and name not in keep_meta) or stale_tmp) \
-                    and _unlink(self.meta_dir / name):
-                removed.append(f"metadata/{name}")
+                    and _unlink(self.out / rel):
+                removed.append(rel)
         prev_entries = prev.entries
         dirs = set(self._listings) | {p.rpartition("/")[0] for p in prev_entries}
         for dirname in sorted(dirs):
@@ -533,6 +538,17 @@ class _Publisher:
                 if _unlink(d / name):
                     removed.append(f"targets/{dirname}/{name}" if dirname else f"targets/{name}")
         return removed
+
+
+def _metadata_files(meta_dir: Path) -> list[str]:
+    """Tree-relative paths of the files in metadata/ and its bin shards, sorted."""
+    out = [f"metadata/{n}" for n in os.listdir(meta_dir) if not (meta_dir / n).is_dir()]
+    bins = meta_dir / BINS_PREFIX
+    if bins.is_dir():
+        for shard in os.listdir(bins):
+            if (bins / shard).is_dir():
+                out += [f"metadata/{BINS_PREFIX}/{shard}/{n}" for n in os.listdir(bins / shard)]
+    return sorted(out)
 
 
 def _content(signed) -> dict:

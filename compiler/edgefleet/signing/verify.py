@@ -46,6 +46,7 @@ from edgefleet.signing import (
     SigningError,
     device_target_path,
 )
+from edgefleet.signing.layout import metadata_file
 
 _SCHEME = "edgefleet-tree:"
 METADATA_URL = f"{_SCHEME}metadata/"
@@ -63,7 +64,7 @@ class VerifyError(SigningError):
 
 @dataclass(frozen=True)
 class VerifiedTarget:
-    path: str                   # the TUF target path, e.g. devices/<id>.json
+    path: str                   # the TUF target path, e.g. devices/<sss>/<id>.json
     data: bytes                 # the verified desired state
     custom: dict[str, Any]      # device_id, hardware_class, release_counter, ...
     versions: dict[str, int] = field(default_factory=dict)  # trusted root/timestamp/snapshot/targets/bin
@@ -84,6 +85,8 @@ class LocalTreeFetcher(FetcherInterface):
         if not url.startswith(_SCHEME):
             raise tuf_errors.DownloadError(f"not a tree URL: {url}")
         rel = unquote(url[len(_SCHEME):])
+        if rel.startswith("metadata/"):
+            rel = metadata_file(rel[len("metadata/"):])  # bins live in shard folders
         parts = rel.split("/")
         path = self.root.joinpath(*parts).resolve()
         # A checkout may hold symlinks; never read outside the tree.
