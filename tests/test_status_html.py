@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+pytest.importorskip("plotly", reason="the HTML chart needs the 'report' extra (plotly)")
+
 from edgefleet.cli.status import render_html
 from edgefleet.pipeline.promote import run_promote
 from edgefleet.pipeline.status import run_status
