@@ -118,3 +118,79 @@ def git_daemon(base: Path, port: int | None = None):
 def bare_repo(path: Path) -> Path:
     subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
     return path
+
+
+@contextlib.contextmanager
+def git_http_backend(base: Path):
+    """Smart HTTP git (`git http-backend` as CGI) for the repositories under `base`, on 127.0.0.1.
+
+    A minimal CGI bridge on the stdlib HTTP server; pushes are enabled (http.receivepack).
+    Yields the base URL (http://127.0.0.1:PORT); stopped even when the test fails.
+    """
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class CGI(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):
+            self._run()
+
+        def do_POST(self):
+            self._run()
+
+        def _run(self):
+            path, _, query = self.path.partition("?")
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                body = _dechunk(self.rfile)
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+                   "GIT_PROJECT_ROOT": str(base), "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command,
+                   "PATH_INFO": path, "QUERY_STRING": query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                   "CONTENT_LENGTH": str(len(body)), "REMOTE_ADDR": "127.0.0.1", "REMOTE_USER": "device",
+                   "GIT_PROTOCOL": self.headers.get("Git-Protocol", "")}
+            if self.headers.get("Content-Encoding"):
+                env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+            out = subprocess.run(["git", "-c", "http.receivepack=true", "http-backend"], input=body, env=env,
+                                 capture_output=True, timeout=120).stdout
+            head, _, payload = out.partition(b"\r\n\r\n")
+            status = 200
+            headers = []
+            for line in head.split(b"\r\n"):
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "status":
+                    status = int(value.split()[0])
+                elif name:
+                    headers.append((name, value.strip()))
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CGI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _dechunk(rfile) -> bytes:
+    out = bytearray()
+    while True:
+        size = int(rfile.readline().split(b";")[0].strip(), 16)
+        if size == 0:
+            rfile.readline()
+            return bytes(out)
+        out += rfile.read(size)
+        rfile.readline()

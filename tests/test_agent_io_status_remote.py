@@ -247,3 +247,33 @@ def test_object_store_directory_keeps_one_key_per_device(tmp_path):
     got = [(d, verify_report(e, (a if d == a.device_id else b).public_key, d).counter) for d, e in read_reports(url)]
     assert got == [("pa-robot-001", 1), ("pa-robot-001", 2), ("pa-robot-001", 3), ("pa-robot-002", 7)]
     assert [d for d, _ in read_reports(url, devices=["pa-robot-002", "pa-robot-003"])] == ["pa-robot-002"]
+
+
+def test_enrolled_keys_come_from_the_fleet_inventory(tmp_path):
+    from agent_io_support import REPO
+    from edgefleet.agent.status_remote import enrolled_keys
+    keys = enrolled_keys(REPO / "fleet")
+    assert keys["pa-robot-001"] == "ed25519:c34f9502a530e5e4a847f94be7596ca9b98d64cc4ec353f69f72cb1518303474"
+    assert len(keys) > 20
+    repo = bare_repo(tmp_path / "status.git")
+    install_status_hook(repo, keys)
+    assert load_enrolled(repo) == keys
+
+
+def test_a_plain_directory_reads_like_dir_url(tmp_path):
+    a = make_identity(tmp_path)
+    push_reports(f"dir:{tmp_path / 's'}", a.device_id, [signed(a, 1)])
+    assert [d for d, _ in read_reports(tmp_path / "s")] == [a.device_id]
+
+
+def test_pushes_over_smart_http_are_guarded_by_the_same_hook(tmp_path):
+    from agent_io_support import git_http_backend
+    base = tmp_path / "srv"
+    base.mkdir()
+    repo = bare_repo(base / "status.git")
+    a = make_identity(tmp_path)
+    install_status_hook(repo, {a.device_id: a.public_key})
+    with git_http_backend(base) as url:
+        assert push_reports(f"{url}/status.git", a.device_id, [signed(a, 1), signed(a, 2)]) == 2
+        _refused(raw_push(tmp_path / "w", f"{url}/status.git", "refs/status/pa-robot-001", [signed(a, 2)]), "E665")
+        assert [d for d, _ in read_reports(f"{url}/status.git")] == [a.device_id] * 2

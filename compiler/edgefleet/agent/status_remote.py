@@ -230,6 +230,9 @@ def read_reports(remote_or_dir: str | Path, *, devices: Iterable[str] | None = N
     if local is not None:
         yield from _read_git(local, wanted)
         return
+    if "://" not in source and (Path(source) / "status").is_dir():
+        yield from _read_objects(f"dir:{source}", wanted)  # a plain directory written through dir:
+        return
     if work_dir is not None:
         yield from _fetch_and_read(source, Path(work_dir), wanted)
         return
@@ -361,6 +364,19 @@ def install_status_hook(repo_dir: Path, enrolled: Mapping[str, str], *, python: 
     for key, value in (("receive.denyDeletes", "true"), ("receive.denyNonFastForwards", "true")):
         _git(git_dir, "config", key, value)
     return hook
+
+
+def enrolled_keys(fleet_root: Path) -> dict[str, str]:
+    """{device id: public key} of a fleet repository's inventory, for `install_status_hook`."""
+    from edgefleet.core.diagnostics import has_errors
+    from edgefleet.load.repo import read_repository
+
+    repo, diags = read_repository(Path(fleet_root))
+    if has_errors(diags):
+        first = next(d for d in diags if d.is_error)
+        raise StatusRemoteError("E681", f"{first.location.path}:{first.location.line}: {first.message}",
+                                "run `edgefleet validate` on the fleet repository")
+    return {d.doc.id: d.doc.public_key for d in repo.devices}
 
 
 def load_enrolled(git_dir: Path) -> dict[str, str]:
