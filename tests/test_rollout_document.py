@@ -172,3 +172,13 @@ def test_compile_writes_activation_and_a_later_promote_leaves_bytes_alone(fleet_
     for device in changed:
         workload = json.loads(after[device].data)["workloads"][0]
         assert workload["activation"]["not_before"] >= "2026-11-21T09:00:00Z"
+
+
+def test_a_hand_edited_status_without_a_start_time_waits_instead_of_guessing():
+    from edgefleet.rollout.decide import decide
+    from edgefleet.spec.rollout import RolloutSpec
+
+    spec = RolloutSpec(model="m", to_version="1.0.0", waves=[{"name": "all", "percent": 100}])
+    outcome = decide(spec, RolloutStatus(phase="progressing", current_wave=0), None, None,
+                     datetime(2026, 12, 1, tzinfo=UTC))
+    assert outcome.status is None and outcome.decision.reason == "NoLiveTime"

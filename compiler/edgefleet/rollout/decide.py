@@ -60,7 +60,10 @@ def decide(spec: RolloutSpec, status: RolloutStatus, result: GateResult | None, 
     if phase in ("complete", "rolled_back"):
         return Outcome(_decision("wait", wave, now, "Complete" if phase == "complete" else "RolledBack",
                                  f"the rollout is {phase.replace('_', ' ')}; nothing to decide"), None)
-    assert result is not None and wave is not None
+    if result is None or wave is None:  # a hand-edited status without a live wave or its start time
+        return Outcome(_decision("wait", wave, now, "NoLiveTime",
+                                 "status names no current wave with a start time (current_wave, since or "
+                                 "wave_started), so its gates cannot be timed; fix status, or --abort"), None)
     name = waves[wave].name
     if result.verdict == "fail":
         if spec.rollback.on_gate_failure == "rollback":
