@@ -261,3 +261,16 @@ def test_status_and_promote_on_the_command_line(fleet, run_cli):
     assert res.code == 0 and "advance" in res.out, res.err
     res = run_cli("status", str(fleet.root), "--history")
     assert res.code == 0 and "advance" in res.out and "start" in res.out
+
+
+def test_a_passed_wave_that_starts_failing_later_still_stops_the_rollout(fleet):
+    promote(fleet, T0)
+    fleet.compile(T0)
+    pilot = sorted(wave_members(fleet, 0))
+    for d in pilot:
+        fleet.report(d, T0 + hours(0.2))
+    assert promote(fleet, T0 + hours(2)).decision.action == "advance"
+    fleet.report(pilot[0], T0 + hours(3), update="RolledBack", serving="1.0.0", failed="RolledBack")
+    result = promote(fleet, T0 + hours(3.5))
+    assert (result.decision.action, result.decision.wave) == ("pause", 1)
+    assert "max_failure_rate[pilot]" in result.decision.message

@@ -29,7 +29,7 @@ from edgefleet.desired.activation import parse_time
 from edgefleet.desired.waves import RolloutWaves
 from edgefleet.load.repo import FleetRepo
 from edgefleet.rollout.aggregate import Tally
-from edgefleet.rollout.gates import GateResult, evaluate
+from edgefleet.rollout.gates import GateResult, evaluate, with_earlier_waves
 from edgefleet.rollout.observe import Observation, observe, standing
 from edgefleet.rollout.sources import GivenGenerations, SourceError, read_envelopes, read_given_generations
 from edgefleet.rules.selectors import matches
@@ -196,8 +196,10 @@ def evaluate_rollout(name: str, path: str, rollout: Rollout, repo: FleetRepo, ve
                            not_live, members)
     current = report.current
     if current is not None and since[current.index] is not None:
-        current.result = evaluate(spec.waves[current.index].gates, current.tally, since[current.index], now,
-                                  spec.to_version)
+        result = evaluate(spec.waves[current.index].gates, current.tally, since[current.index], now,
+                          spec.to_version)
+        earlier = [(w.name, spec.waves[w.index].gates, w.tally) for w in out[:current.index]]
+        current.result = with_earlier_waves(result, earlier)
     return report
 
 

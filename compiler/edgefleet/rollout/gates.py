@@ -14,6 +14,9 @@ after traffic stopped). The wave's verdict:
   latency data, soak not over). The message says exactly what is missing.
 - `pass`: every gate passed and the soak is over.
 
+Waves already passed keep their failure budget (`with_earlier_waves`): a pilot device that
+starts failing after the next wave went live fails the current evaluation too.
+
 Before `timeout` silent devices count as "not yet"; after it they leave the reporting
 count and use their own budget (`max_offline`): they neither block the wave forever nor
 count as success.
@@ -126,9 +129,26 @@ def evaluate(gates: WaveGates, tally: Tally, live_since: datetime, now: datetime
     return _verdict(tuple(checks), soak_left, timed_out)
 
 
+def with_earlier_waves(result: GateResult, earlier: list[tuple[str, WaveGates, Tally]]) -> GateResult:
+    """Add the failure budgets of waves already passed: a canary that starts failing after the
+    next wave went live still stops the rollout (each wave's own budget, over its own devices)."""
+    extra = []
+    for name, gates, tally in earlier:
+        if not tally.devices:
+            continue
+        rate = tally.failures / tally.devices
+        extra.append(GateCheck(gate=f"max_failure_rate[{name}]",
+                               result="fail" if tally.failures > gates.max_failure_rate * tally.devices else "pass",
+                               observed=rate, threshold=gates.max_failure_rate,
+                               detail=f"{tally.failures} of {tally.devices} devices of wave {name} failed"))
+    if not extra:
+        return result
+    return _verdict(result.checks + tuple(extra), result.soak_left, result.timed_out)
+
+
 def _verdict(checks: tuple[GateCheck, ...], soak_left: timedelta, timed_out: bool) -> GateResult:
     by_gate = {c.gate: c for c in checks}
-    health = [c for c in checks if c.gate == "max_failure_rate" or c.gate.startswith("max_latency")]
+    health = [c for c in checks if c.gate.startswith(("max_failure_rate", "max_latency"))]
     failed = [c for c in health if c.result == "fail"]
     if failed:
         return GateResult("fail", "GateFailed", "; ".join(f"{c.gate}: {c.detail} (limit {c.threshold:g})"
