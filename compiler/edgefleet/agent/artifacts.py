@@ -15,6 +15,7 @@ space for the blob plus a margin is checked first (E607).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import urllib.error
@@ -150,6 +151,11 @@ def _get_http(url: str, part: Path, have: int, size: int) -> None:
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         raise AgentError("E618", f"GET {url}: {getattr(exc, 'reason', exc)}", "the store is unreachable; "
                          "the download resumes on the next poll", reason="StoreUnavailable") from None
+    except http.client.HTTPException as exc:  # e.g. IncompleteRead: the connection broke mid-body
+        got = part.stat().st_size if part.exists() else 0
+        raise AgentError("E605", f"GET {url}: the download broke off after {got} of {size} bytes "
+                         f"({type(exc).__name__})", "a truncated download; it resumes with a Range request "
+                         "on the next poll", reason="Truncated") from None
 
 
 def _get_object(store: str, rel: str, part: Path, size: int) -> None:
