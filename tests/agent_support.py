@@ -113,11 +113,14 @@ class DesiredRepo:
 
 
 @contextlib.contextmanager
-def git_daemon(base: Path):
-    """`git daemon` on 127.0.0.1 serving every repository under `base`; stopped on exit."""
-    port = free_port()
+def git_daemon(base: Path, port: int | None = None, receive: bool = False):
+    """`git daemon` on 127.0.0.1 serving every repository under `base`; stopped on exit.
+
+    `receive=True` also accepts pushes (the status remote; its pre-receive hook decides)."""
+    port = port or free_port()
+    extra = ["--enable=receive-pack"] if receive else []
     proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={port}",
-                             f"--base-path={base}", "--export-all", "--enable=upload-pack", str(base)],
+                             f"--base-path={base}", "--export-all", "--enable=upload-pack", *extra, str(base)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
@@ -126,7 +129,7 @@ def git_daemon(base: Path):
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.05)
-        yield f"git://127.0.0.1:{port}", proc
+        yield f"git://127.0.0.1:{port}", port
     finally:
         proc.terminate()
         try:

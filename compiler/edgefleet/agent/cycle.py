@@ -285,6 +285,7 @@ class Agent:
                 "runtime": desired.runtime.model_dump(mode="json"), "runtime_config": ref.runtime_config,
                 "probe": ref.probe.model_dump(mode="json") if ref.probe else None,
                 "offline": desired.offline.model_dump(mode="json"),
+                "poll_interval": desired.agent.poll_interval,
                 "generation": generation.model_dump(mode="json")}
 
     def _store(self, desired) -> str:

@@ -112,7 +112,8 @@ def after_cycle(agent, result, telemetry=None, identity=None) -> dict:
             status["reported_at"] = status["observed_at"]
             write_status(state_dir, status)
         if agent.config.status_remote:
-            status["push"] = push_pending(agent.config.status_remote, agent.config.device, telemetry)
+            status["push"] = push_pending(agent.config.status_remote, agent.config.device, telemetry,
+                                          work_dir=state_dir / "status.git")
             write_status(state_dir, status)
     return status
 
@@ -138,7 +139,7 @@ def _queue_report(status: dict, conds: list, telemetry, identity, since: str | N
     telemetry.enqueue_report(report.counter, sign_report(report, identity))
 
 
-def push_pending(remote: str, device: str, telemetry) -> dict:
+def push_pending(remote: str, device: str, telemetry, work_dir: Path | None = None) -> dict:
     """Push queued reports oldest first; what was not delivered stays queued (E616)."""
     pending = telemetry.pending_reports()
     if not pending:
@@ -146,7 +147,7 @@ def push_pending(remote: str, device: str, telemetry) -> dict:
     try:
         from edgefleet.agent.status_remote import push_reports
 
-        pushed = int(push_reports(remote, device, [e for _, e in pending]))
+        pushed = int(push_reports(remote, device, [e for _, e in pending], work_dir=work_dir))
     except ImportError:
         return {"pushed": 0, "pending": len(pending), "error": "status_remote is not available in this build"}
     except Exception as exc:  # unreachable remote: keep the reports

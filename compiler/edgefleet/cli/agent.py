@@ -173,10 +173,13 @@ def run_agent(args) -> int:
 
         from edgefleet.agent.daemon import run_forever
 
+        import signal
+
         stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # systemd stop: finish the cycle, exit 0
         wait = interval
         if wait is None:
-            wait = 300.0
+            wait = _poll_interval(agent)
 
         def cycle():
             result, status = one()
@@ -193,6 +196,16 @@ def run_agent(args) -> int:
             server.stop()
         if telemetry is not None:
             telemetry.close()
+
+
+def _poll_interval(agent) -> float:
+    """The desired state's agent.poll_interval (last verified), else 5 minutes."""
+    from edgefleet.agent import slots
+
+    active = slots.active_slot(agent.state_dir)
+    info = slots.read_slot(agent.state_dir, active, check_digests=False) if active else None
+    value = (info.meta.get("poll_interval") if info else None) or "5m"
+    return parse_duration(value, "poll_interval")
 
 
 def _print_result(result, status, fmt) -> int:
