@@ -11,7 +11,7 @@ to the `desired-state` branch of a git repository, and one signed report per dev
 agent-io's `push_reports`, the rest written as the same object bytes without its
 per-file fsync, which alone would make setup take 10 minutes). Then, each in a fresh process (so peak RSS is its own):
 
-- status: validate the fleet, read the desired-state branch's generations, read every
+- status (with one verifying process per CPU, as the CLI's default `--jobs`): validate the fleet, read the desired-state branch's generations, read every
   report, verify each (signature, counter, generation), aggregate per rollout, wave,
   class and site, evaluate the gates (`pipeline.status.run_status`);
 - promote: the same plus the decision and the round-trip write of the rollout's status
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -155,7 +156,7 @@ def measure(kind: str, fleet: str, desired: str, reports: str) -> dict:
     if kind == "status":
         from edgefleet.pipeline.status import run_status
 
-        result = run_status(Path(fleet), reports, now, desired=Path(desired))
+        result = run_status(Path(fleet), reports, now, desired=Path(desired), jobs=os.cpu_count() or 1)
         tally = result.rollouts[0].waves[2].tally
         extra = {"accepted": result.verified.accepted, "rejected": len(result.verified.rejected),
                  "healthy_in_last_wave": tally.counts["healthy"], "failed_in_last_wave": tally.counts["failed"],
@@ -163,7 +164,7 @@ def measure(kind: str, fleet: str, desired: str, reports: str) -> dict:
     else:
         from edgefleet.pipeline.promote import run_promote
 
-        result = run_promote(Path(fleet), reports, now, desired=Path(desired))
+        result = run_promote(Path(fleet), reports, now, desired=Path(desired), jobs=os.cpu_count() or 1)
         extra = {"decision": result.results[0].decision.action, "changed": result.results[0].changed}
     return {"seconds": round(time.perf_counter() - wall, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}

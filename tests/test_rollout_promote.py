@@ -274,3 +274,21 @@ def test_a_passed_wave_that_starts_failing_later_still_stops_the_rollout(fleet):
     result = promote(fleet, T0 + hours(3.5))
     assert (result.decision.action, result.decision.wave) == ("pause", 1)
     assert "max_failure_rate[pilot]" in result.decision.message
+
+
+def test_verification_in_worker_processes_gives_the_same_result(fleet, tmp_path, monkeypatch):
+    import edgefleet.pipeline.status as status_module
+    from edgefleet.agent.identity import enroll
+
+    promote(fleet, T0)
+    fleet.compile(T0)
+    for d in wave_members(fleet, 0) + wave_members(fleet, 1):
+        fleet.report(d, T0 + hours(0.2))
+        fleet.report(d, T0 + hours(0.4), update="ProbeFailed", failed="UpdateFailed")
+    fleet.envelopes.append(fleet.envelopes[0])  # a replay
+    fleet.report("dev-9999", T0, identity=enroll(tmp_path / "x", "dev-9999"), generation=("ab" * 32, 1))
+    one = run_status(fleet.root, fleet.envelopes, T0 + hours(1), desired=fleet.desired)
+    monkeypatch.setattr(status_module, "PARALLEL_FROM", 0)
+    two = run_status(fleet.root, fleet.envelopes, T0 + hours(1), desired=fleet.desired, jobs=2)
+    assert one.verified.latest == two.verified.latest and one.verified.rejected == two.verified.rejected
+    assert one.verified.accepted == two.verified.accepted > 0 and len(one.verified.rejected) == 2

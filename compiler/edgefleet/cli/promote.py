@@ -11,6 +11,7 @@ decide again). `--pause`, `--resume` and `--abort` record a person's decision th
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 
@@ -26,6 +27,8 @@ def register(sub) -> None:
     parser.add_argument("--rollout", default=None, help="only this rollout (required for a person's action "
                                                         "when the fleet has several)")
     parser.add_argument("--commit", action="store_true", help="commit the new status to the checked-out branch")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="processes verifying reports (default: one per CPU; 5000+ reports only)")
     parser.add_argument("--now", default=None, help="the clock, RFC 3339 (default: now)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--pause", action="store_const", const="pause", dest="action", help="a person pauses")
@@ -53,7 +56,8 @@ def run(args) -> int:
     if args.action != "evaluate" and args.reports:
         raise UsageError(f"--{args.action} records a person's decision; it takes no --reports")
     result = run_promote(root, args.reports, now, desired=Path(args.desired) if args.desired else None,
-                         rollout=args.rollout, action=args.action, reason=args.reason, commit=args.commit)
+                         rollout=args.rollout, action=args.action, reason=args.reason, commit=args.commit,
+                         jobs=args.jobs)
     if has_errors(result.diagnostics):
         return emit(result.diagnostics, "json" if args.format == "json" else "text")
     emit(result.diagnostics, "text")

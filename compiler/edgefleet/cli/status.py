@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import sys
 from datetime import datetime, timezone
 
@@ -30,6 +31,8 @@ def register(sub) -> None:
                         help="git repository (or tree) of the desired state, to check report generations "
                              "(default: the fleet repository's git repository, branch from fleet.yaml)")
     parser.add_argument("--rollout", default=None, help="only this rollout")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="processes verifying reports (default: one per CPU; 5000+ reports only)")
     parser.add_argument("--now", default=None, help="the clock, RFC 3339 (default: now)")
     parser.add_argument("--history", action="store_true", help="every decision from the git history of rollouts/")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
@@ -63,7 +66,7 @@ def run(args) -> int:
     from edgefleet.pipeline.status import run_status
 
     result = run_status(root, args.reports, now, Path(args.desired) if args.desired else None, args.rollout,
-                        keep_timeline=args.format == "html")
+                        keep_timeline=args.format == "html", jobs=args.jobs)
     if has_errors(result.diagnostics):
         return emit(result.diagnostics, "json" if args.format == "json" else "text")
     emit(result.diagnostics, "text")

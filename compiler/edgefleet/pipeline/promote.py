@@ -79,11 +79,11 @@ def _decide(name: str, rel: str, rollout: Rollout, repo: FleetRepo, verified: Ve
 
 def run_promote(root: Path, reports: str | None, now: datetime, *, desired: Path | None = None,
                 rollout: str | None = None, action: str = "evaluate", reason: str = "", commit: bool = False,
-                before_swap: Callable[[], None] | None = None) -> PromoteRun:
+                before_swap: Callable[[], None] | None = None, jobs: int = 1) -> PromoteRun:
     """Decide and write; `before_swap` is a test seam run just before the ref swap."""
     run = PromoteRun()
     if action == "evaluate":
-        repo, verified, _, diags = load_inputs(root, reports, desired, ())
+        repo, verified, _, diags = load_inputs(root, reports, desired, (), jobs=jobs)
         run.verified = verified
     else:
         from edgefleet.pipeline.validate import validate_repository
