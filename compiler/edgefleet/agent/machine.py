@@ -1,8 +1,7 @@
 """The update state machine: pure transitions between journals. No I/O.
 
     idle -> fetch -> verify -> download -> stage -> probe -> switch -> confirm -> commit -> idle
-                 \________\_________\_________\________\_______/ failure: back to idle
-                                                    (after switch: the previous slot is restored)
+    any failure goes back to idle; after the switch, the previous slot is restored first
 
 Invariants (the crash tests check them after every SIGKILL):
 - the active slot changes only in `switch` (and back in a rollback); before `switch` an
