@@ -98,10 +98,21 @@ class TelemetryStore:
         self.max_buckets = max(8, min(MAX_BUCKETS, max_bytes // 8 // 512))
         self._lock = threading.Lock()
         self._writes = 0
+        self.recovered_from: Path | None = None
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
-            raise TelemetryError("E670", f"{self.path}: cannot open the telemetry database: {exc}") from exc
+            if isinstance(exc, sqlite3.OperationalError) and not _damaged(exc):
+                raise TelemetryError("E670", f"{self.path}: cannot open the telemetry database: {exc}") from exc
+            # A damaged file must not stop the agent: keep it aside for a person and start afresh.
+            # The new counter starts at the clock, so no report counter is handed out again.
+            self.recovered_from = self._quarantine()
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as again:
+                raise TelemetryError("E670", f"{self.path}: cannot open the telemetry database: {again}") from again
+            self.record_event("telemetry", f"E670: the database was damaged ({exc}); moved to "
+                                           f"{self.recovered_from.name}, buffered telemetry and reports lost")
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,11 +124,23 @@ class TelemetryStore:
         db.execute(f"PRAGMA wal_autocheckpoint={max(16, self.max_bytes // 4096 // 8)}")
         db.execute(f"PRAGMA journal_size_limit={self.max_bytes // 8}")
         db.executescript(_SCHEMA)
+        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            db.close()
+            raise sqlite3.DatabaseError("quick_check found damage")
         with _transaction(db, durable=True):
             db.execute("INSERT OR IGNORE INTO meta VALUES ('counter', ?)", (time.time_ns() // 1_000_000,))
             for key in ("dropped_rows", "dropped_reports", "rows"):
                 db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (key,))
         return db
+
+    def _quarantine(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                os.replace(part, Path(f"{aside}{suffix}"))
+        return aside
 
     def close(self) -> None:
         with self._lock:
@@ -365,6 +388,11 @@ def _hist_list(text: str) -> list[int]:
     for i, n in json.loads(text).items():
         hist[int(i)] = n
     return hist
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("not a database", "malformed", "damage", "corrupt"))
 
 
 def _window(lo: int | None, hi: int | None, column: str = "at") -> tuple[str, tuple]:
