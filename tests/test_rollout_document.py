@@ -149,15 +149,16 @@ def test_compile_writes_activation_and_a_later_promote_leaves_bytes_alone(fleet_
     path = fleet_copy / "rollouts/meter-digits-1-1.yaml"
     repo, _ = read_repository(fleet_copy)
     before = compile_all(repo, synthetic_artifacts(repo))
-    carts = [d for d, c in before.items() if c.site == "st-marys-hospital"]
+    brno = [d for d, c in before.items() if c.site == "plant-brno"]
     live = {d for d, c in before.items() if c.assignments[0].live}
+    assert live & set(brno) and live - set(brno), "the canary has devices with and without a window"
     for device, compiled in before.items():
         workload = json.loads(compiled.data)["workloads"][0]
         if device not in live:
             assert workload["activation"] is None
             continue
         assert "2026-11-20T08:00:00Z" <= workload["activation"]["not_before"] < "2026-11-20T08:30:00Z"
-        assert bool(workload["activation"]["windows"]) == (device in carts)
+        assert bool(workload["activation"]["windows"]) == (device in brno)
     # The next wave goes live later: wave-0 devices keep their bytes; only the new wave's change.
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("current_wave: 0", "current_wave: 1").replace(
