@@ -175,3 +175,37 @@ def test_a_damaged_database_is_moved_aside_and_the_agent_carries_on(tmp_path, da
         assert store.next_counter() > last  # the clock-seeded counter does not go back
         store.record_inference(1.0, ok=True)
         assert store.summary().inferences == 1
+
+
+def test_a_full_database_is_a_clear_error_and_keeps_what_it_had(tmp_path):
+    """SQLITE_FULL for real: the file is capped with max_page_count (standing in for a full disk)."""
+    store = TelemetryStore(tmp_path / "t.db", max_rows=1_000_000, max_bytes=64 << 20)
+    c = store.next_counter()
+    store.enqueue_report(c, b"kept")
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages + 2}")
+    with pytest.raises(TelemetryError) as err:
+        for i in range(10_000):
+            store.record_event("error", "y" * 1000)
+    assert err.value.code == "E670" and "full" in err.value.message
+    with pytest.raises(TelemetryError):
+        store.enqueue_report(c + 1, b"z" * 60_000)
+    assert store.pending_reports() == [(c, b"kept")]
+    assert store.next_counter() == c + 1  # counters still work: an update in place needs no new page
+
+
+def test_many_serving_threads_record_at_once(tmp_path):
+    import threading
+    store = TelemetryStore(tmp_path / "t.db", max_rows=300, max_bytes=1 << 20)
+
+    def work(n):
+        for i in range(150):
+            store.record_inference(float(n + 1), ok=i % 10 != 0)
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    summary = store.summary()
+    assert (summary.inferences, summary.errors) == (900, 90)
+    assert store.counts()["inference_rows"] <= 300

@@ -365,14 +365,28 @@ class _transaction:
         self.db, self.durable = db, durable
 
     def __enter__(self):
-        if self.durable:
-            self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if self.durable:
+                self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise TelemetryError("E670", f"the telemetry database cannot be written: {exc}") from exc
         return self.db
 
-    def __exit__(self, exc_type, *_):
+    def __exit__(self, exc_type, exc, tb):
         try:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.Error as commit_error:
+                    self.db.execute("ROLLBACK")
+                    raise TelemetryError("E670", f"the telemetry database cannot be written: "
+                                                 f"{commit_error}") from commit_error
+            else:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):  # e.g. SQLITE_FULL: the disk (or the file's cap) is full
+                    raise TelemetryError("E670", f"the telemetry database cannot be written: {exc}") from exc
         finally:
             if self.durable:
                 self.db.execute("PRAGMA synchronous=NORMAL")
