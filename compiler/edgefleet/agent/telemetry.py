@@ -181,7 +181,7 @@ class TelemetryStore:
                 while rows > 1 and self._row_bytes() > self._row_budget() * 3 // 4:
                     self._fold(max(1, rows // 4))
                     rows = self._meta("rows")
-                self._writes = 0  # compact right after
+                # Freed pages are reused by the next rows, so the file stays put until _compact.
         if self._writes % 256 == 0:
             self._compact()
 
