@@ -156,3 +156,24 @@ def test_arbitrary_bytes_only_ever_raise_report_error(data):
 def test_report_default_fields_round_trip():
     report = Report(device="d1", counter=0, observed_at="2026-12-01T10:00:00Z")
     assert Report.model_validate_json(report.model_dump_json()) == report
+
+
+def test_the_largest_valid_report_still_fits_the_envelope_bound(ident):
+    from edgefleet.agent.conditions import CONDITION_TYPES, Condition
+    from edgefleet.agent.report import WorkloadStatus
+    long_name = "m" + "x" * 61 + "m"
+    version = "1.2.3-" + "a" * 64
+    report = make_report(ident.device_id, 2**53 - 1, workloads=[WorkloadStatus(
+        model=long_name, rollout=long_name, wave=long_name, desired_version=version, serving_version=version,
+        update="ProbeFailed")] * 64, conditions=[Condition(
+            type=t, status="Unknown", reason="R" * 64, message="\u00e9" * 1024, observed_generation="f" * 64,
+            last_transition="2026-12-01T10:00:00.123456Z") for t in CONDITION_TYPES])
+    env = sign_report(report, ident)
+    assert len(env) <= MAX_ENVELOPE
+    assert verify_report(env, ident.public_key, ident.device_id) == report
+
+
+def test_a_condition_type_twice_is_refused(ident):
+    report = make_report(ident.device_id, 1)
+    with pytest.raises(ValueError):
+        make_report(ident.device_id, 1, conditions=report.conditions * 2)

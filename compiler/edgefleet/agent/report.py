@@ -23,10 +23,10 @@ import json
 from typing import Annotated, Any, Literal
 
 import rfc8785
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from securesystemslib.dsse import Envelope
 
-from edgefleet.agent.conditions import Condition, Rfc3339Utc, Sha256Hex
+from edgefleet.agent.conditions import CONDITION_TYPES, Condition, Rfc3339Utc, Sha256Hex
 from edgefleet.agent.identity import DEVICE_ID, PUBLIC_KEY, DeviceIdentity, verify_signature
 
 REPORT_FORMAT = "edgefleet/report/v1"
@@ -113,6 +113,13 @@ class OfflineStatus(_Strict):
     beyond_max_offline: bool = False
 
 
+def _one_per_type(conds: list[Condition]) -> list[Condition]:
+    types = [c.type for c in conds]
+    if len(set(types)) != len(types):
+        raise ValueError("a condition type appears twice")
+    return conds
+
+
 class Report(_Strict):
     format: Literal["edgefleet/report/v1"] = REPORT_FORMAT
     device: DeviceId
@@ -121,7 +128,9 @@ class Report(_Strict):
     observed_at: Rfc3339Utc
     serving: Serving | None = None
     workloads: Annotated[list[WorkloadStatus], Field(max_length=64)] = Field(default_factory=list)
-    conditions: Annotated[list[Condition], Field(max_length=16)] = Field(default_factory=list)
+    # One condition per type at most, so even the largest report stays under MAX_ENVELOPE.
+    conditions: Annotated[list[Condition], Field(max_length=len(CONDITION_TYPES)),
+                          AfterValidator(_one_per_type)] = Field(default_factory=list)
     telemetry: TelemetrySummary = Field(default_factory=TelemetrySummary)
     offline: OfflineStatus = Field(default_factory=OfflineStatus)
 
