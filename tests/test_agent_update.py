@@ -234,3 +234,42 @@ def test_accelerator_failure_runs_the_declared_fallback_then_recovers(tmp_path, 
     assert res.returncode == 0, res.stderr
     s = agent_state(state)
     assert s["degraded"] is False and s["serving"]["version"] == V2
+
+
+def test_beyond_max_offline_is_said_in_state_and_the_next_report(tmp_path, desired, remote, store):
+    from datetime import datetime, timedelta, timezone
+
+    from edgefleet.agent.report import verify_report
+    from edgefleet.agent.telemetry import TelemetryStore
+    from tests.agent_support import cli_in_process
+
+    state = tmp_path / "device"
+    enrolled = cli_in_process(["agent", "enroll", "--state-dir", str(state), "--device", DEVICE, "--format", "json"], {})
+    key = json.loads(enrolled.stdout)["public_key"]
+    desired.publish(wave=0)
+    assert run_agent(state, remote, desired.root, store).returncode == 0
+    later = (datetime.now(timezone.utc) + timedelta(days=91)).strftime("%Y-%m-%dT%H:%M:%SZ")  # cart: max_offline 90d
+    res = run_agent(state, "git://127.0.0.1:9/nothing", desired.root, store, "--now", later)
+    assert res.returncode == 1 and "E601" in res.stderr
+    s = agent_state(state)
+    assert s["beyond_max_offline"] is True and s["serving"]["version"] == V1
+    assert {c["type"]: (c["status"], c["reason"]) for c in s["conditions"]}["Offline"] == ("True", "BeyondMaxOffline")
+    outbox = TelemetryStore(state / "telemetry.db")
+    try:
+        newest = verify_report(outbox.pending_reports()[-1][1], key, DEVICE)
+    finally:
+        outbox.close()
+    assert newest.offline.beyond_max_offline is True and newest.serving.version == V1
+
+
+@pytest.mark.parametrize("args", [
+    ["--listen", "0.0.0.0:8000"], ["--soak", "soon"], ["--interval", "5x"],
+])
+def test_usage_errors_exit_2(tmp_path, args, desired):
+    from tests.agent_support import cli_in_process
+
+    root = tmp_path / "root.json"
+    root.write_text("{}")
+    res = cli_in_process(["agent", "run", "--state-dir", str(tmp_path / "s"), "--device", DEVICE,
+                          "--remote", "git://127.0.0.1:9/x", "--root", str(root), *args], {})
+    assert res.returncode == 2, (res.stdout, res.stderr)
