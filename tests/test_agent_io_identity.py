@@ -111,10 +111,16 @@ def test_set_condition_orders_by_type_and_replaces_only_its_type():
 
 @pytest.mark.parametrize("field,value", [("reason", "not camel"), ("last_transition", "2026-12-01T10:00:00+02:00"),
                                          ("last_transition", "yesterday"), ("observed_generation", "abc"),
-                                         ("type", "Healthy"), ("message", "x" * 2000)])
+                                         ("type", "Healthy"), ("message", "x" * 1025)])
 def test_condition_refuses_bad_fields(field, value):
     fields = dict(type="Ready", status="True", reason="Serving", message="", observed_generation=None,
                   last_transition="2026-12-01T10:00:00Z")
     fields[field] = value
     with pytest.raises(ValueError):
         Condition(**fields)
+
+
+def test_control_characters_in_messages_become_replacement_characters():
+    cond = _cond("True")
+    cond = Condition(**{**cond.model_dump(), "message": "line one\nline\ttwo\r\x00\x1b[31m"})
+    assert cond.message == "line one\nline\ttwo\ufffd\ufffd\ufffd[31m"

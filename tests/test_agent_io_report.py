@@ -89,7 +89,7 @@ def test_malformed_envelopes_are_refused(ident, envelope):
     lambda r: r.update(counter=-1), lambda r: r.update(counter=2**53), lambda r: r.update(counter=True),
     lambda r: r.update(extra_field=1), lambda r: r.update(format="edgefleet/report/v2"),
     lambda r: r["telemetry"].update(latency_ms={"p50": 1, "p95": 2, "p99": 1e300}),
-    lambda r: r.update(observed_at="2026-12-01 10:00"), lambda r: r.update(workloads=[{"model": "m"}] * 65),
+    lambda r: r.update(observed_at="2026-12-01 10:00"), lambda r: r.update(workloads=[{"model": "m"}] * 33),
     lambda r: r["conditions"][0].update(status="Yes"),
 ], ids=["negative-counter", "huge-counter", "bool-counter", "unknown-field", "other-format", "huge-latency",
         "bad-time", "too-many-workloads", "bad-condition"])
@@ -160,13 +160,14 @@ def test_report_default_fields_round_trip():
 
 def test_the_largest_valid_report_still_fits_the_envelope_bound(ident):
     from edgefleet.agent.conditions import CONDITION_TYPES, Condition
-    from edgefleet.agent.report import WorkloadStatus
+    from edgefleet.agent.conditions import MAX_MESSAGE
+    from edgefleet.agent.report import MAX_WORKLOADS, WorkloadStatus
     long_name = "m" + "x" * 61 + "m"
     version = "1.2.3-" + "a" * 64
     report = make_report(ident.device_id, 2**53 - 1, workloads=[WorkloadStatus(
         model=long_name, rollout=long_name, wave=long_name, desired_version=version, serving_version=version,
-        update="ProbeFailed")] * 64, conditions=[Condition(
-            type=t, status="Unknown", reason="R" * 64, message="\u00e9" * 1024, observed_generation="f" * 64,
+        update="ProbeFailed")] * MAX_WORKLOADS, conditions=[Condition(
+            type=t, status="Unknown", reason="R" * 64, message="\U0001F600" * (MAX_MESSAGE - 1) + "\x01", observed_generation="f" * 64,
             last_transition="2026-12-01T10:00:00.123456Z") for t in CONDITION_TYPES])
     env = sign_report(report, ident)
     assert len(env) <= MAX_ENVELOPE

@@ -14,13 +14,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 ConditionType = Literal["Ready", "Degraded", "UpdateFailed", "RolledBack", "Frozen", "Offline"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 CONDITION_TYPES: tuple[str, ...] = ("Ready", "Degraded", "UpdateFailed", "RolledBack", "Frozen", "Offline")
 
-MAX_MESSAGE = 1024
+MAX_MESSAGE = 1024  # characters; with the other bounds, every valid report fits MAX_ENVELOPE
 
 
 def _rfc3339_utc(value: str) -> str:
@@ -39,6 +39,17 @@ Rfc3339Utc = Annotated[str, Field(max_length=40, pattern=r"^\d{4}-\d\d-\d\dT\d\d
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+def _printable(value):
+    """Control characters (but newline and tab) become U+FFFD: a message is for people, and JSON
+    would escape each one to six bytes, which the report's size bound does not allow for."""
+    if isinstance(value, str):
+        return "".join(c if c >= " " or c in "\n\t" else "\ufffd" for c in value)
+    return value
+
+
+Message = Annotated[str, BeforeValidator(_printable), Field(max_length=MAX_MESSAGE)]
+
+
 def utc_now() -> str:
     """The current time as the agent writes it: RFC 3339, UTC, whole seconds."""
     return rfc3339(datetime.now(timezone.utc))
@@ -54,7 +65,7 @@ class Condition(BaseModel):
     type: ConditionType
     status: ConditionStatus
     reason: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]{0,63}$")]
-    message: Annotated[str, Field(max_length=MAX_MESSAGE)] = ""
+    message: Message = ""
     observed_generation: Sha256Hex | None = None
     last_transition: Rfc3339Utc
 

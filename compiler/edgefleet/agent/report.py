@@ -32,6 +32,7 @@ from edgefleet.agent.identity import DEVICE_ID, PUBLIC_KEY, DeviceIdentity, veri
 REPORT_FORMAT = "edgefleet/report/v1"
 PAYLOAD_TYPE = "application/vnd.edgefleet.report.v1+json"
 MAX_ENVELOPE = 64 * 1024
+MAX_WORKLOADS = 32
 MAX_COUNTER = 2**53 - 1  # the largest integer canonical JSON (RFC 8785) carries exactly
 UpdateStatus = Literal["Idle", "Downloading", "Staged", "Probing", "Switched", "Committed",
                        "ProbeFailed", "RolledBack", "UpdateFailed", "Waiting"]
@@ -127,7 +128,7 @@ class Report(_Strict):
     generation: Generation | None = None
     observed_at: Rfc3339Utc
     serving: Serving | None = None
-    workloads: Annotated[list[WorkloadStatus], Field(max_length=64)] = Field(default_factory=list)
+    workloads: Annotated[list[WorkloadStatus], Field(max_length=MAX_WORKLOADS)] = Field(default_factory=list)
     # One condition per type at most, so even the largest report stays under MAX_ENVELOPE.
     conditions: Annotated[list[Condition], Field(max_length=len(CONDITION_TYPES)),
                           AfterValidator(_one_per_type)] = Field(default_factory=list)
