@@ -137,7 +137,7 @@ def test_failure_after_switch_rolls_back(tmp_path, desired, remote, store):
     assert run_agent(state, remote, desired.root, store).returncode == 0
     desired.publish(wave=1)
     res = run_agent(state, remote, desired.root, store, env={"EDGEFLEET_AGENT_TEST_FAIL_SERVING": V2})
-    assert res.returncode == 1 and "E611" not in res.stdout
+    assert res.returncode == 1 and "E611" in res.stderr, res.stderr
     s = agent_state(state)
     assert s["serving"]["version"] == V1
     conds = {c["type"]: (c["status"], c["reason"]) for c in s["conditions"]}
@@ -227,6 +227,7 @@ def test_accelerator_failure_runs_the_declared_fallback_then_recovers(tmp_path, 
     assert run_agent(state, remote, desired.root, store).returncode == 0
     # test fault: the class's execution provider is absent (medical-cart-cpu: on_accelerator_failure fallback_model)
     res = run_agent(state, remote, desired.root, store, env={"EDGEFLEET_AGENT_TEST_PROVIDER": "NoSuchExecutionProvider"})
+    assert res.returncode == 1 and "E612" in res.stderr, res.stderr  # serving, but not what the state asks
     s = agent_state(state)
     assert s["degraded"] is True and s["serving"]["version"] == V1, (res.stderr, s)
     assert {c["type"]: c["status"] for c in s["conditions"]}["Degraded"] == "True"

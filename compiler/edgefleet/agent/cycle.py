@@ -219,10 +219,13 @@ class Agent:
         self._save(machine.finish(machine.in_sync(journal, generation) if in_sync else journal))
         if in_sync:
             self._restage_fallback(workload, generation)
+        why = journal_io.load(self.journal_path).failed.get(want.artifact.digest) or self.degraded or "pending"
         reason = (f"serving {self._serving_text()}" if in_sync else
-                  f"not serving {want.version}: {journal_io.load(self.journal_path).failed.get(want.artifact.digest, 'pending')}; "
-                  f"serving {self._serving_text()}")
-        return self._result(in_sync, reason, None, changed=fetched.changed)
+                  f"not serving {want.version}: {why}; serving {self._serving_text()}")
+        code = None
+        if not in_sync:
+            code = self.observed.rolled_back.code if self.observed.rolled_back else ("E612" if self.degraded else None)
+        return self._result(in_sync, reason, code, changed=fetched.changed)
 
     def _result(self, ok: bool, reason: str, code: str | None, offline: bool = False,
                 changed: bool = False) -> CycleResult:
@@ -233,10 +236,15 @@ class Agent:
         r = self.registry.runner
         return f"{r.name}@{r.version} ({r.variant}, slot {r.slot})" if r else "nothing"
 
-    def _serves(self, digest: str) -> bool:
+    def _active_holds(self, digest: str) -> bool:
         active = slots.active_slot(self.state_dir)
         info = slots.read_slot(self.state_dir, active, check_digests=False) if active else None
-        return info is not None and info.digest == digest and self.registry.runner is not None
+        return info is not None and info.digest == digest
+
+    def _serves(self, digest: str) -> bool:
+        """The active slot holds `digest` and it is what answers (not a fallback of a degraded device)."""
+        runner = self.registry.runner
+        return self._active_holds(digest) and runner is not None and runner.digest == digest
 
     # -- steps -----------------------------------------------------------------------------
     def _fetch(self):
@@ -297,8 +305,8 @@ class Agent:
         return store
 
     def _reconcile(self, journal: Journal, desired, workload, want, role, generation) -> Journal:
-        if self._serves(want.artifact.digest):
-            return journal
+        if self._active_holds(want.artifact.digest):
+            return journal  # installed; a degraded device retries its accelerator each cycle
         if want.artifact.digest in journal.failed:
             self.observed.update_status = "RolledBack" if "after the switch" in journal.failed[want.artifact.digest] \
                 else "UpdateFailed"
