@@ -178,6 +178,8 @@ def test_not_ready_and_model_failures(runner):
     with InferenceServer(registry, "127.0.0.1:0", observer=lambda m, ms, ok: seen.append(ok)) as server:
         assert request(server.address, "GET", "/v2/health/ready") == (503, {"ready": False})
         assert request(server.address, "GET", "/v2/health/live") == (200, {"live": True})
+        assert request(server.address, "GET", "/v2/models/meter-digits/ready") == (
+            503, {"name": "meter-digits", "ready": False})
         status, body = request(server.address, "POST", "/v2/models/meter-digits/infer", _infer_body())
         assert status == 503 and "not ready" in body["error"]
         registry.is_ready = True

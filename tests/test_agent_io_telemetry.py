@@ -209,3 +209,18 @@ def test_many_serving_threads_record_at_once(tmp_path):
     summary = store.summary()
     assert (summary.inferences, summary.errors) == (900, 90)
     assert store.counts()["inference_rows"] <= 300
+
+
+@pytest.mark.parametrize("psutil_present", [True, False], ids=["psutil", "proc"])
+def test_resource_pressure_from_psutil_or_proc(tmp_path, monkeypatch, psutil_present):
+    import sys
+    from edgefleet.agent.telemetry import resource_snapshot
+    if not psutil_present:
+        monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil now raises ImportError
+    elif "psutil" not in sys.modules:
+        pytest.importorskip("psutil")
+    res = resource_snapshot(tmp_path)
+    assert 0 <= res.memory_percent <= 100 and res.memory_available_bytes > 0
+    assert res.disk_free_bytes > 0 and 0 <= res.disk_percent <= 100
+    assert res.load_1m is not None and res.load_1m >= 0
+    assert (res.cpu_percent is not None) == psutil_present

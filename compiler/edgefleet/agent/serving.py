@@ -326,7 +326,8 @@ class InferenceServer:
         if action is None:
             return _get_only(method, 200, metadata)
         if action == "/ready":
-            return _get_only(method, 200, {"name": name, "ready": True})
+            ready = bool(self.registry.ready())
+            return _get_only(method, 200 if ready else 503, {"name": name, "ready": ready})
         if method != "POST":
             raise RequestError(405, "infer takes POST")
         if not self.registry.ready():
