@@ -98,7 +98,6 @@ def fetch_tree(remote: str, branch: str, checkout: Path, device_id: str) -> Tree
         _git(["config", "remote.origin.promisor", "true"], cwd=checkout)
         _git(["config", "remote.origin.partialclonefilter", "blob:none"], cwd=checkout)
         _git(["config", "fetch.recurseSubmodules", "false"], cwd=checkout)
-        _git(["config", "gc.auto", "0"], cwd=checkout)
         _git(["sparse-checkout", "set", "--cone", *device_sparse_dirs(device_id, None)], cwd=checkout)
     else:
         _git(["remote", "set-url", "origin", remote], cwd=checkout)

@@ -40,6 +40,7 @@ class MirrorFetcher(FetcherInterface):
         self.mirror = Path(mirror_dir)
         self.bytes_fetched = 0
         self.unreachable: str | None = None
+        self.fetched: set[str] = set()
 
     def _rel(self, url: str) -> str:
         from edgefleet.signing.layout import metadata_file
@@ -81,6 +82,7 @@ class MirrorFetcher(FetcherInterface):
                     yield chunk
                 complete = True
             os.replace(tmp, dest)
+            self.fetched.add(rel)
         finally:
             if not complete and os.path.exists(tmp):
                 os.unlink(tmp)
@@ -124,6 +126,7 @@ def fetch_mirror(base_url: str, mirror_dir: Path, metadata_cache: Path, device_i
                 local.parent.mkdir(parents=True, exist_ok=True)
                 if updater.find_cached_target(info, str(local)) is None:
                     updater.download_target(info, filepath=str(local))
+                _prune(mirror_dir, fetcher.fetched | {target_file(path, digest), "metadata/timestamp.json"})
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError, ValueError):
             pass  # the verdict is verify_device's, over what was fetched
     if fetcher.unreachable and before is None:
@@ -138,6 +141,17 @@ def fetch_mirror(base_url: str, mirror_dir: Path, metadata_cache: Path, device_i
                          "point --remote at the tree's root (the folder with metadata/ and targets/)",
                          reason="TreeMissing")
     return MirrorFetch(mirror_dir, after, changed=after != before, bytes_fetched=fetcher.bytes_fetched)
+
+
+def _prune(mirror_dir: Path, keep: set[str]) -> None:
+    """Drop files of older tree versions: the trusted copies live in the metadata cache.
+
+    After a complete pass, verify_device needs only what this pass fetched (metadata the
+    cache does not hold yet) and the device's target, so the mirror stays one version big.
+    """
+    for path in list(mirror_dir.rglob("*")):
+        if path.is_file() and path.relative_to(mirror_dir).as_posix() not in keep:
+            path.unlink()
 
 
 def _digest(path: Path) -> str | None:

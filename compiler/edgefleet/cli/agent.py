@@ -166,7 +166,7 @@ def run_agent(args) -> int:
         return result, status
 
     try:
-        if args.once or interval is None and not listen:
+        if args.once:
             result, status = one()
             return _print_result(result, status, args.format)
         import threading
