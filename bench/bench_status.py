@@ -17,7 +17,9 @@ per-file fsync, which alone would make setup take 10 minutes). Then, each in a f
 - promote: the same plus the decision and the round-trip write of the rollout's status
   (`pipeline.promote.run_promote`, without --commit).
 
-Reported: seconds (wall and CPU) and peak RSS in MB of each, and the setup's seconds.
+Reported: wall seconds, CPU seconds of the main process and of its verifying workers, peak
+RSS in MB of the main process and of the largest worker, the 1-minute load average at the
+end (other work on the machine stretches wall time), and the setup's seconds.
 """
 
 from __future__ import annotations
@@ -166,8 +168,11 @@ def measure(kind: str, fleet: str, desired: str, reports: str) -> dict:
 
         result = run_promote(Path(fleet), reports, now, desired=Path(desired), jobs=os.cpu_count() or 1)
         extra = {"decision": result.results[0].decision.action, "changed": result.results[0].changed}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the verifying worker processes
     return {"seconds": round(time.perf_counter() - wall, 2), "cpu_seconds": round(time.process_time() - cpu, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **extra}
+            "cpu_seconds_workers": round(children.ru_utime + children.ru_stime, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "peak_rss_worker_mb": round(children.ru_maxrss / 1024), "load_average_1m": os.getloadavg()[0], **extra}
 
 
 def main() -> None:
