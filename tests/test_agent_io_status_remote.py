@@ -277,3 +277,37 @@ def test_pushes_over_smart_http_are_guarded_by_the_same_hook(tmp_path):
         assert push_reports(f"{url}/status.git", a.device_id, [signed(a, 1), signed(a, 2)]) == 2
         _refused(raw_push(tmp_path / "w", f"{url}/status.git", "refs/status/pa-robot-001", [signed(a, 2)]), "E665")
         assert [d for d, _ in read_reports(f"{url}/status.git")] == [a.device_id] * 2
+
+
+def test_s3_object_store_one_key_per_device(tmp_path, monkeypatch):
+    """moto stands in for the S3 service (in-process); boto3 and the store's S3 backend run for real."""
+    moto = pytest.importorskip("moto")
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with moto.mock_aws():
+        import boto3
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="fleet-status")
+        a = make_identity(tmp_path)
+        url = "s3://fleet-status/acme"
+        assert push_reports(url, a.device_id, [signed(a, c) for c in (1, 2)]) == 2
+        assert push_reports(url, a.device_id, [signed(a, c) for c in (2, 3)]) == 2
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="fleet-status")["Contents"]]
+        assert keys == ["acme/status/pa-robot-001.json"]
+        got = [verify_report(e, a.public_key, d).counter for d, e in read_reports(url, devices=[a.device_id])]
+        assert got == [1, 2, 3]
+        with pytest.raises(StatusRemoteError):
+            list(read_reports(url))  # S3 cannot be listed through the store backend: give the devices
+
+
+def test_an_object_log_keeps_the_newest_reports_and_rewrites_a_damaged_one(tmp_path):
+    from edgefleet.agent.status_remote import MAX_LOG_REPORTS
+    a = make_identity(tmp_path)
+    url = f"dir:{tmp_path / 's'}"
+    push_reports(url, a.device_id, [signed(a, c) for c in range(1, MAX_LOG_REPORTS + 11)])
+    counters = [verify_report(e, a.public_key, None).counter for _, e in read_reports(url)]
+    assert counters == list(range(11, MAX_LOG_REPORTS + 11))
+    (tmp_path / "s" / "status" / "pa-robot-001.json").write_bytes(b"{damaged")
+    push_reports(url, a.device_id, [signed(a, 100)])
+    assert [verify_report(e, a.public_key, None).counter for _, e in read_reports(url)] == [100]
