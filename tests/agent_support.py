@@ -42,15 +42,16 @@ def git(*args: str, cwd: Path) -> str:
 class DesiredRepo:
     """A fleet copy and the git repository its signed desired state is committed to."""
 
-    def __init__(self, base: Path, store: Path, keys: Path, fleet_src: Path):
+    def __init__(self, base: Path, store: Path, keys: Path, fleet_src: Path, keep_activation: bool = False):
         self.base = Path(base)
         self.store, self.keys = Path(store), Path(keys)
         self.fleet = self.base / "fleet"
         shutil.copytree(fleet_src, self.fleet, ignore=shutil.ignore_patterns(".edgefleet", "__pycache__"))
         rollout = self.fleet / "rollouts" / "meter-digits-1-1.yaml"
         text = rollout.read_text()
-        text = re.sub(r"(?m)^  spread: .*\n", "", text)
-        text = re.sub(r"(?m)^  maintenance:.*\n(?:    .*\n)+", "", text)
+        if not keep_activation:
+            text = re.sub(r"(?m)^  spread: .*\n", "", text)
+            text = re.sub(r"(?m)^  maintenance:.*\n(?:    .*\n)+", "", text)
         rollout.write_text(text)
         self.repo = self.base / "desired"
         self.repo.mkdir()

@@ -19,7 +19,7 @@ import pytest
 
 from edgefleet.build.record import parse_record, record_bytes
 from edgefleet.signing.keys import init_keys
-from tests.agent_support import (DEVICE, V1, V2, DesiredRepo, agent_env, agent_state, check_invariants, git,
+from tests.agent_support import (DEVICE, V1, V2, DesiredRepo, agent_env, agent_state, check_invariants, cli_in_process, git,
                                  git_daemon, http_server, run_agent)
 from tests.conftest import EXAMPLE_FLEET
 from tests.desired_support import built_store
@@ -274,3 +274,53 @@ def test_usage_errors_exit_2(tmp_path, args, desired):
     res = cli_in_process(["agent", "run", "--state-dir", str(tmp_path / "s"), "--device", DEVICE,
                           "--remote", "git://127.0.0.1:9/x", "--root", str(root), *args], {})
     assert res.returncode == 2, (res.stdout, res.stderr)
+
+
+def test_openvino_artifact_without_its_npu_runs_on_the_cpu_path_degraded(tmp_path, desired, remote, store):
+    """intel-lowpower-detector: OpenVINO on an NPU this host lacks; on_accelerator_failure: cpu."""
+    state = tmp_path / "detector"
+    desired.publish(wave=0)
+    root = desired.root
+    res = cli_in_process(["agent", "run", "--state-dir", str(state), "--device", "pa-detector-001", "--remote",
+                          remote, "--root", str(root), "--store", str(store), "--once", "--soak", "0.2s",
+                          "--confirm-inferences", "3"], {})
+    assert res.returncode == 0, res.stderr  # serving the model asked for, on the CPU path
+    s = agent_state(state)
+    assert s["serving"]["version"] == V1 and s["degraded"] is True
+    slot = state / "slots" / s["serving"]["slot"]
+    assert sorted(p.name for p in slot.iterdir()) == ["golden.npy", "model.bin", "model.xml", "slot.json"]
+    degraded = {c["type"]: c for c in s["conditions"]}["Degraded"]
+    assert degraded["status"] == "True" and "NPU" in degraded["message"]
+
+
+def test_activation_window_closed_serves_the_fallback_until_it_opens(tmp_path, store, keys):
+    """The example rollout's maintenance window (carts switch 01:00-05:00 London) is honoured."""
+    from datetime import datetime, timedelta, timezone
+
+    import re
+
+    desired = DesiredRepo(tmp_path / "origin", store, keys, EXAMPLE_FLEET)  # no spread, no windows
+    rollout = desired.fleet / "rollouts" / "meter-digits-1-1.yaml"
+    text = rollout.read_text()
+    window = ('  maintenance:\n    - start: "01:00"\n      end: "05:00"\n      timezone: UTC\n'
+              '      sites: [st-marys-hospital]\n')
+    rollout.write_text(re.sub(r"(?m)^status:", window + "status:", text, count=1))
+    with git_daemon(desired.base) as (url, _):
+        remote = f"{url}/desired"
+        state = tmp_path / "device"
+        desired.publish(wave=0)
+        assert run_agent(state, remote, desired.root, store).returncode == 0
+        v2 = desired.publish(wave=1)
+        activation = v2["workloads"][0].get("activation")
+        if not activation or not activation.get("windows"):
+            pytest.skip("the compiler wrote no activation window for this device")
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        closed = now if not 1 <= now.hour < 5 else now.replace(hour=6, minute=0)
+        opened = closed.replace(hour=3, minute=0) + (timedelta(days=1) if closed.hour >= 3 else timedelta())
+        stamp = "%Y-%m-%dT%H:%M:%SZ"
+        res = run_agent(state, remote, desired.root, store, "--now", closed.strftime(stamp))
+        s = agent_state(state)
+        assert s["serving"]["version"] == V1 and s["update"] == "Waiting", (res.stderr, s)
+        res = run_agent(state, remote, desired.root, store, "--now", opened.strftime(stamp))
+        assert res.returncode == 0, res.stderr
+        assert agent_state(state)["serving"]["version"] == V2

@@ -144,9 +144,9 @@ def _openvino(xml: Path, runtime: dict, runtime_config: dict, cpu: bool):
     compiled = core.compile_model(core.read_model(str(xml)), want)
     request = compiled.create_infer_request()
     ins = [{"name": p.get_any_name(), "datatype": str(p.get_element_type()).upper(),
-            "shape": [int(d) if d.is_static else -1 for d in p.get_partial_shape()]} for p in compiled.inputs]
+            "shape": [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()]} for p in compiled.inputs]
     outs = [{"name": p.get_any_name(), "datatype": str(p.get_element_type()).upper(),
-             "shape": [int(d) if d.is_static else -1 for d in p.get_partial_shape()]} for p in compiled.outputs]
+             "shape": [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()]} for p in compiled.outputs]
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = request.infer({name: value for name, value in inputs.items()})
