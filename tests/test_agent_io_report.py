@@ -76,9 +76,9 @@ def test_a_report_for_another_device_is_refused(ident):
     % PAYLOAD_TYPE.encode(),
     b'{"payload": "AA==", "payloadType": "%s", "signatures": [{"keyid": "k", "sig": "AA=="}], "x": NaN}'
     % PAYLOAD_TYPE.encode(),
-    b"\xff\xfe",
+    b"\xff\xfe", b"[" * 60000,
 ], ids=["empty", "text", "array", "no-signatures-field", "bad-base64", "wrong-type", "zero-signatures",
-        "duplicate-key", "nan", "not-utf8"])
+        "duplicate-key", "nan", "not-utf8", "deep-nesting"])
 def test_malformed_envelopes_are_refused(ident, envelope):
     with pytest.raises(ReportError) as err:
         verify_report(envelope, ident.public_key, ident.device_id)

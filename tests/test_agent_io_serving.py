@@ -129,6 +129,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(tcp_server):
     ("/v2/elsewhere", None, 404, "no such endpoint"),
     ("/v2/models/meter-digits/infer", b"{not json", 400, "not JSON"),
     ("/v2/models/meter-digits/infer", b'{"inputs": NaN}', 400, "not JSON"),
+    ("/v2/models/meter-digits/infer", b"[" * 100_000, 400, "nested too deeply"),
     ("/v2/models/meter-digits/infer", {"inputs": []}, 400, "inputs"),
     ("/v2/models/meter-digits/infer", _infer_body(shape=(1, 64)), 400, "shape"),
     ("/v2/models/meter-digits/infer", _infer_body(data=[1.0] * 63), 400, "63 values"),
@@ -141,7 +142,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(tcp_server):
                                                    "data": ["a"]}]}, 400, "BYTES"),
     ("/v2/models/meter-digits/infer", {**_infer_body(), "outputs": [{"name": "nope"}]}, 400, "no output"),
     ("/v2/models/meter-digits/infer", {**_infer_body(), "extra": 1}, 400, "unknown request field"),
-], ids=["unknown-model", "infer-unknown-model", "unknown-version", "unknown-path", "bad-json", "nan", "no-inputs",
+], ids=["unknown-model", "infer-unknown-model", "unknown-version", "unknown-path", "bad-json", "nan", "deep", "no-inputs",
         "wrong-shape", "too-few-values", "strings", "wrong-datatype", "wrong-name", "bytes", "unknown-output",
         "unknown-field"])
 def test_bad_requests_get_an_error_object(tcp_server, path, body, status, words):

@@ -228,7 +228,10 @@ def unverified_counter(envelope: bytes) -> int | None:
 
 
 def _strict_json(data: bytes) -> Any:
-    return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
+    except RecursionError as exc:  # "[[[[...": 64 KiB of brackets is deeper than the parser's stack
+        raise ValueError("nested too deeply") from exc
 
 
 def _refuse_constant(token: str) -> Any:

@@ -141,7 +141,7 @@ def decode_tensor(spec: Any) -> tuple[str, np.ndarray]:
     dtype = DATATYPES[datatype]
     try:
         raw = np.array(data)  # nested lists become dimensions; row-major order is the OIP's
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise RequestError(400, f"input {name!r}: data is ragged or not numbers") from exc
     if raw.size != count:
         raise RequestError(400, f"input {name!r}: {raw.size} values for shape {shape} ({count} expected)")
@@ -336,6 +336,8 @@ class InferenceServer:
             request = json.loads((body or b"").decode("utf-8"), parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(400, f"the body is not JSON: {str(exc)[:200]}") from exc
+        except RecursionError as exc:
+            raise RequestError(400, "the body is nested too deeply") from exc
         started = time.perf_counter()
         try:
             response = infer_tensors(runner, request)

@@ -194,7 +194,7 @@ def _log_envelopes(data: bytes | None, device_id: str) -> list[tuple[int, bytes]
             if counter is not None:
                 out.append((counter, env))
         return out
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return []
 
 
