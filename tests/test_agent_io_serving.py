@@ -237,3 +237,28 @@ def test_a_port_in_use_is_a_clear_error(tcp_server, registry):
     with pytest.raises(ServingError) as err:
         InferenceServer(registry, tcp_server.address).start()
     assert err.value.code == "E677"
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from edgefleet.agent.serving import RequestError, infer_tensors  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                     | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+                     max_leaves=40)
+_tensor = st.fixed_dictionaries({"name": st.sampled_from(["image", "x", 3]),
+                                 "shape": st.sampled_from([[1, 1, 8, 8], [64], [1, -1], "x", [2**40]]),
+                                 "datatype": st.sampled_from(["FP32", "INT64", "BOOL", "FP16", "BYTES", "??"]),
+                                 "data": _json})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(_json, st.fixed_dictionaries({"inputs": st.lists(_tensor, max_size=3)})))
+def test_any_request_body_is_answered_or_refused_cleanly(runner, body):
+    try:
+        out = infer_tensors(runner, body)
+    except RequestError as exc:
+        assert 400 <= exc.status < 600 and exc.message
+    else:
+        assert out["outputs"][0]["shape"][1:] == [10]
