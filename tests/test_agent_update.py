@@ -324,3 +324,21 @@ def test_activation_window_closed_serves_the_fallback_until_it_opens(tmp_path, s
         res = run_agent(state, remote, desired.root, store, "--now", opened.strftime(stamp))
         assert res.returncode == 0, res.stderr
         assert agent_state(state)["serving"]["version"] == V2
+
+
+def test_a_corrupted_active_slot_is_not_served_and_is_reinstalled(tmp_path, desired, remote, store):
+    state = tmp_path / "device"
+    desired.publish(wave=0)
+    assert run_agent(state, remote, desired.root, store).returncode == 0
+    desired.publish(wave=1)
+    assert run_agent(state, remote, desired.root, store).returncode == 0
+    active = agent_state(state)["serving"]["slot"]
+    model = state / "slots" / active / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit on disk
+    model.write_bytes(bytes(data))
+    res = run_agent(state, remote, desired.root, store)
+    assert res.returncode == 0, res.stderr  # re-installed from the store, probed, switched
+    s = agent_state(state)
+    assert s["serving"]["version"] == V2 and s["serving"]["slot"] != active
+    check_invariants(state, desired.allowed_digests())

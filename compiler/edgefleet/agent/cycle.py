@@ -126,10 +126,23 @@ class Agent:
         self.serve_active()
 
     def serve_active(self) -> None:
-        """Load what the active slot holds (or the class's fallback path) into the registry."""
+        """Load what the active slot holds (or the class's fallback path) into the registry.
+
+        An active slot whose files no longer match their digests (disk corruption) is not
+        served; the other slot's model is, degraded, until the next cycle re-installs.
+        """
         active = slots.active_slot(self.state_dir)
         info = slots.read_slot(self.state_dir, active) if active else None
         if info is None:
+            other = slots.read_slot(self.state_dir, machine.other(active)) if active else None
+            if other is not None:
+                self.degraded = f"slot {active} failed its digest check; serving slot {other.slot}"
+                try:
+                    self.registry.set(load_runner(other.path, other.meta, other.meta["runtime"],
+                                                  other.meta["runtime_config"], cpu=True))
+                    return
+                except AgentError:
+                    pass
             self.registry.set(None)
             return
         self.registry.set(self._load_for_serving(info))
@@ -237,8 +250,9 @@ class Agent:
         return f"{r.name}@{r.version} ({r.variant}, slot {r.slot})" if r else "nothing"
 
     def _active_holds(self, digest: str) -> bool:
+        """The active slot holds `digest`, its files intact (hashing them costs milliseconds per poll)."""
         active = slots.active_slot(self.state_dir)
-        info = slots.read_slot(self.state_dir, active, check_digests=False) if active else None
+        info = slots.read_slot(self.state_dir, active) if active else None
         return info is not None and info.digest == digest
 
     def _serves(self, digest: str) -> bool:
@@ -411,6 +425,10 @@ class Agent:
             staged = slots.stage(self.state_dir, idle, self._meta(desired, workload, fb, generation),
                                  files["artifact"], files["golden"], files["extra"])
             _drop_downloads(files)
-            self._probe(staged)
+            try:
+                self._probe(staged)
+            except AgentError:
+                slots.clear(self.state_dir, idle)  # a fallback that fails its probe is no fallback
+                raise
         except AgentError as exc:
             self.observed.update_error = self.observed.update_error or exc

@@ -117,7 +117,6 @@ def fetch_mirror(base_url: str, mirror_dir: Path, metadata_cache: Path, device_i
         try:
             updater = Updater(str(meta), METADATA_URL, target_dir=str(Path(scratch, "t")),
                               target_base_url=TARGETS_URL, fetcher=fetcher, bootstrap=trusted_root)
-            updater._trusted_set  # noqa: B018
             path = device_target_path(device_id)
             info = updater.get_targetinfo(path)
             if info is not None:
@@ -129,9 +128,6 @@ def fetch_mirror(base_url: str, mirror_dir: Path, metadata_cache: Path, device_i
                 _prune(mirror_dir, fetcher.fetched | {target_file(path, digest), "metadata/timestamp.json"})
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError, ValueError):
             pass  # the verdict is verify_device's, over what was fetched
-    if fetcher.unreachable and before is None:
-        raise AgentError("E601", f"mirror unreachable: {fetcher.unreachable}",
-                         "the device keeps serving and polls again", reason="RemoteUnreachable")
     if fetcher.unreachable:
         raise AgentError("E601", f"mirror unreachable: {fetcher.unreachable}",
                          "the device keeps serving and polls again", reason="RemoteUnreachable")
