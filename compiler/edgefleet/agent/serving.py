@@ -108,8 +108,8 @@ def parse_listen(listen: str, allow_remote: bool = False) -> tuple[str, Any]:
                            "give 127.0.0.1:PORT or unix:PATH") from exc
     if not addr.is_loopback and not allow_remote:
         raise ServingError("E675", f"refusing to serve on {listen}: not a loopback address",
-                           "the inference API has no authentication; listen on 127.0.0.1 or a unix socket, "
-                           "or pass --allow-remote-serving to accept the risk explicitly")
+                           "the inference API has no authentication; listen on 127.0.0.1, [::1] or a unix "
+                           "socket (InferenceServer(..., allow_remote=True) is the explicit opt-in)")
     return "tcp", (str(addr), port)
 
 
