@@ -146,7 +146,7 @@ def _headline(r: dict) -> str:
     wave = r["current_wave"]
     where = f", wave {r['waves'][wave]['name']} live since {r['since']}" if wave is not None else ""
     return (f"rollout {r['name']}: {r['model']} {r['from_version']} → {r['to_version']}, {r['phase']}{where}"
-            + (" (spec.paused)" if r["paused"] else ""))
+            + (" (spec.paused)" if r["paused"] else "") + f"; {r['devices_not_live']} device(s) not live yet")
 
 
 def render_text(result, now) -> str:
@@ -247,6 +247,9 @@ def render_html(result, now) -> str:
         from edgefleet.cli import UsageError
 
         raise UsageError("--format html needs plotly: pip install 'edgefleet[report]'") from None
+    from datetime import timedelta
+
+    from edgefleet.desired.activation import parse_time
     from edgefleet.spec.common import duration_seconds
 
     data = status_json(result, now)
@@ -276,10 +279,6 @@ def render_html(result, now) -> str:
                 fig.add_hline(y=gates.max_failure_rate, line_dash="dot", line_color="#d62728",
                               annotation_text=f"max_failure_rate {gates.max_failure_rate:g}", row=row, col=1)
                 if wave.live_since:
-                    from datetime import timedelta
-
-                    from edgefleet.desired.activation import parse_time
-
                     start = parse_time(wave.live_since)
                     for label, seconds, color in (("soak", duration_seconds(gates.soak), "#9467bd"),
                                                   ("timeout", duration_seconds(gates.timeout), "#7f7f7f")):
