@@ -311,3 +311,29 @@ def test_an_object_log_keeps_the_newest_reports_and_rewrites_a_damaged_one(tmp_p
     (tmp_path / "s" / "status" / "pa-robot-001.json").write_bytes(b"{damaged")
     push_reports(url, a.device_id, [signed(a, 100)])
     assert [verify_report(e, a.public_key, None).counter for _, e in read_reports(url)] == [100]
+
+
+def test_the_hooks_own_checks_without_git_configs_help(tmp_path):
+    """check_push alone refuses non-fast-forwards and deletions (receive.deny* are only a second line)."""
+    import io
+    from edgefleet.agent.status_remote import check_push, pre_receive_main
+    a = make_identity(tmp_path)
+    repo = bare_repo(tmp_path / "status.git")
+    enrolled = {a.device_id: a.public_key}
+    push_reports(str(repo), a.device_id, [signed(a, 1), signed(a, 2)])
+    ref = "refs/status/pa-robot-001"
+    tip = _git("-C", str(repo), "rev-parse", ref).stdout.decode().strip()
+    first = _git("-C", str(repo), "rev-parse", f"{ref}~1").stdout.decode().strip()
+    # An unrelated chain with higher counters, written into the same repository.
+    raw_push(tmp_path / "w", str(repo), "refs/status/other", [signed(a, 7)], parent=None)
+    other = _git("-C", str(repo), "rev-parse", "refs/status/other").stdout.decode().strip()
+    assert check_push(repo, [(first, tip, ref)], enrolled) == []
+    [refusal] = check_push(repo, [(tip, other, ref)], enrolled)
+    assert "E684" in refusal and "non-fast-forward" in refusal
+    [refusal] = check_push(repo, [(tip, "0" * 40, ref)], enrolled)
+    assert "E684" in refusal
+    install_status_hook(repo, enrolled)
+    err = io.StringIO()
+    assert pre_receive_main(str(repo), io.StringIO("garbage\n"), err) == 1 and "E685" in err.getvalue()
+    err = io.StringIO()
+    assert pre_receive_main(str(repo), io.StringIO(f"{first} {tip} {ref}\n"), err) == 0, err.getvalue()
