@@ -292,3 +292,17 @@ def test_verification_in_worker_processes_gives_the_same_result(fleet, tmp_path,
     two = run_status(fleet.root, fleet.envelopes, T0 + hours(1), desired=fleet.desired, jobs=2)
     assert one.verified.latest == two.verified.latest and one.verified.rejected == two.verified.rejected
     assert one.verified.accepted == two.verified.accepted > 0 and len(one.verified.rejected) == 2
+
+
+def test_a_report_of_an_older_generation_after_a_newer_one_is_refused(fleet):
+    old = fleet.generation()
+    promote(fleet, T0)
+    fleet.compile(T0)
+    device = sorted(wave_members(fleet, 0))[0]
+    new = fleet.generation()[device]
+    assert new[1] > old[device][1]
+    fleet.report(device, T0 + hours(0.2), generation=new)
+    fleet.report(device, T0 + hours(0.3), generation=old[device], serving="1.0.0")  # given once, but older
+    result = run_status(fleet.root, fleet.envelopes, T0 + hours(1), desired=fleet.desired)
+    assert [(r.device, r.code) for r in result.verified.rejected] == [(device, "E710")]
+    assert result.rollouts[0].waves[0].tally.counts["healthy"] == 1

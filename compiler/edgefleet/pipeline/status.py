@@ -5,8 +5,9 @@ Steps, each with one job:
 1. `verify_reports`: every envelope is checked before anything in it is used: the device
    is enrolled (its id is in the inventory: E702), the signature is its enrolled
    `public_key`'s and the report is its own (agent-io's `verify_report`: E66x), the counter
-   goes up (`check_sequence`: E665, replays), and the generation is one the desired-state
-   tree really gave that device (E703). Refused reports are counted and listed by reason,
+   goes up (`check_sequence`: E665, replays), the generation is one the desired-state
+   tree really gave that device (E703), and its release counter never goes below one the
+   device reported before (E710). Refused reports are counted and listed by reason,
    never used. The latest accepted report of each device is kept, per model.
 2. `evaluate_rollout` (pure): each device the rollout selects is placed in its wave; each
    live wave's devices are classified (rollout/observe.py) and tallied, and the current
@@ -125,6 +126,7 @@ def _verify_devices(items: list[tuple[str, list[bytes]]], keys: dict[str, str], 
                              for _ in device_envelopes]
             continue
         last_counter: int | None = None
+        last_release = -1
         for envelope in device_envelopes:
             try:
                 report = verify_report(envelope, key, device_id)
@@ -144,7 +146,14 @@ def _verify_devices(items: list[tuple[str, list[bytes]]], keys: dict[str, str], 
                     f"generation {generation.target_sha256[:12]}… (release {generation.release_counter}) "
                     "is not a desired state this device was given"))
                 continue
+            if generation is not None and generation.release_counter < last_release:
+                out.rejected.append(Rejection(
+                    device_id, report.counter, "E710",
+                    f"release counter {generation.release_counter} is below the {last_release} this device "
+                    "reported before (a device never goes back to an older desired state)"))
+                continue
             last_counter = report.counter
+            last_release = max(last_release, generation.release_counter if generation is not None else -1)
             out.accepted += 1
             for model in models:
                 obs = observe(report, model)
