@@ -306,3 +306,41 @@ def test_a_report_of_an_older_generation_after_a_newer_one_is_refused(fleet):
     result = run_status(fleet.root, fleet.envelopes, T0 + hours(1), desired=fleet.desired)
     assert [(r.device, r.code) for r in result.verified.rejected] == [(device, "E710")]
     assert result.rollouts[0].waves[0].tally.counts["healthy"] == 1
+
+
+ODD_ROLLOUT = """\
+# yaml-language-server: $schema=../../schemas/rollout.schema.json
+apiVersion:   edgefleet/v1     # aligned comment
+kind: Rollout
+metadata: {name: meter-rollout}
+spec:
+    model: meter-digits        # four-space indent
+    from_version: '1.0.0'
+    to_version: "1.1.0"
+    waves:
+    -   name: pilot            # sequence not indented
+        selector: { sites: [ site-a ] }
+        gates: {min_reporting: 0.9,   soak: 1h, max_failure_rate: 0.0}
+    - {name: all, percent: 100}
+    rollback:
+        on_gate_failure: POLICY   # the policy
+# promote writes below this line
+status: {}
+# and this comment stays where it is
+"""
+
+
+def test_promote_changes_only_the_status_lines_of_a_hand_formatted_file(tmp_path):
+    fleet = make_fleet(tmp_path, {"site-a": 3, "site-b": 3}, rollout=ODD_ROLLOUT)
+    original = fleet.rollout_file.read_text()
+    head, tail = original.split("status: {}\n")
+    assert promote(fleet, T0).decision.action == "start"
+    fleet.compile(T0)
+    for d in wave_members(fleet, 0):
+        fleet.report(d, T0 + hours(0.2))
+    assert promote(fleet, T0 + hours(2)).decision.action == "advance"
+    text = fleet.rollout_file.read_text()
+    assert text.startswith(head + "status:\n") and text.endswith("\n" + tail)
+    assert status_of(fleet).current_wave == 1
+    # The committed file is the work-tree file: the checkout shows clean.
+    assert not git.Repo(fleet.root).is_dirty()
