@@ -19,6 +19,7 @@ The CLI (`edgefleet status`) only parses and renders; promote reuses both steps.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -63,104 +64,145 @@ class VerifiedReports:
         return dict(sorted(out.items()))
 
 
-PARALLEL_FROM = 5000  # envelopes; below this a worker pool costs more than it saves
+PARALLEL_FROM = 5000  # envelopes; below this, worker processes cost more than they save
+BATCH = 256  # envelopes per message to a worker
 
 
 def verify_reports(envelopes: Iterable[tuple[str, bytes]], repo: FleetRepo, given: GivenGenerations,
                    models: Iterable[str], keep_timeline: bool = False, jobs: int = 1) -> VerifiedReports:
-    """Verify every envelope; with `jobs` > 1 and many envelopes, in that many processes.
+    """Verify every envelope as it is read; from PARALLEL_FROM envelopes on, in `jobs` processes.
 
-    Each device's reports stay together and in order in one worker (the counter check is
-    per device), so the result is the same whatever `jobs` is; rejections are sorted.
+    Envelopes are routed to workers by a hash of the device id, so each device's reports
+    are checked in arrival order by one `_Verifier` (the counter check is per device) while
+    the main process keeps reading: the result is the same whatever `jobs` is, and the
+    rejections are sorted.
     """
     keys = {d.doc.id: d.doc.public_key for d in repo.devices}
     models = tuple(sorted(set(models)))
-    per_device: dict[str, list[bytes]] = {}
-    count = 0
-    for device_id, envelope in envelopes:
-        per_device.setdefault(device_id, []).append(envelope)
-        count += 1
-    items = list(per_device.items())
-    if jobs <= 1 or count < PARALLEL_FROM:
-        out = _verify_devices(items, keys, given.by_device, models, keep_timeline)
+    stream = iter(envelopes)
+    head = list(itertools.islice(stream, PARALLEL_FROM))
+    if jobs <= 1 or len(head) < PARALLEL_FROM:
+        verifier = _Verifier(keys, given.by_device, models, keep_timeline)
+        for device_id, envelope in itertools.chain(head, stream):
+            verifier.add(device_id, envelope)
+        out = verifier.out
     else:
-        import multiprocessing
-
-        # fork: workers inherit the keys and generations instead of unpickling them.
-        chunks = [items[i::jobs * 4] for i in range(jobs * 4)]
-        context = multiprocessing.get_context("fork")
-        with context.Pool(jobs, initializer=_init_worker,
-                          initargs=(keys, given.by_device, models, keep_timeline)) as pool:
-            parts = pool.map(_verify_chunk, chunks)
-        out = VerifiedReports()
-        for part in parts:
-            out.latest.update(part.latest)
-            out.timeline.update(part.timeline)
-            out.accepted += part.accepted
-            out.rejected += part.rejected
+        out = _verify_in_workers(itertools.chain(head, stream), jobs,
+                                 (keys, given.by_device, models, keep_timeline))
     out.rejected.sort(key=lambda r: (r.device, -1 if r.counter is None else r.counter, r.code, r.reason))
     return out
 
 
-_WORKER: tuple = ()
+def _verify_in_workers(envelopes, jobs: int, setup: tuple) -> VerifiedReports:
+    import multiprocessing
+    import queue
+    import zlib
 
-
-def _init_worker(*args) -> None:
-    global _WORKER  # one worker process's inputs, set once by the pool's initializer
-    _WORKER = args
-
-
-def _verify_chunk(items: list[tuple[str, list[bytes]]]) -> VerifiedReports:
-    return _verify_devices(items, *_WORKER)
-
-
-def _verify_devices(items: list[tuple[str, list[bytes]]], keys: dict[str, str], given: dict,
-                    models: tuple[str, ...], keep_timeline: bool) -> VerifiedReports:
-    from edgefleet.agent.report import ReportError, check_sequence, verify_report
-
-    out = VerifiedReports()
-    for device_id, device_envelopes in items:
-        key = keys.get(device_id)
-        if key is None:
-            out.rejected += [Rejection(device_id, None, "E702", "the device is not enrolled (not in the inventory)")
-                             for _ in device_envelopes]
-            continue
-        last_counter: int | None = None
-        last_release = -1
-        for envelope in device_envelopes:
+    context = multiprocessing.get_context("fork")  # workers inherit keys and generations, unpickled
+    inboxes = [context.Queue(maxsize=64) for _ in range(jobs)]
+    results = context.Queue()
+    workers = [context.Process(target=_worker_main, args=(inbox, results, *setup), daemon=True)
+               for inbox in inboxes]
+    for worker in workers:
+        worker.start()
+    parts: list = []
+    try:
+        batches: list[list[tuple[str, bytes]]] = [[] for _ in range(jobs)]
+        for device_id, envelope in envelopes:
+            i = zlib.crc32(device_id.encode()) % jobs
+            batches[i].append((device_id, envelope))
+            if len(batches[i]) >= BATCH:
+                inboxes[i].put(batches[i])
+                batches[i] = []
+        for i, inbox in enumerate(inboxes):
+            if batches[i]:
+                inbox.put(batches[i])
+            inbox.put(None)  # end of input
+        while len(parts) < jobs:
             try:
-                report = verify_report(envelope, key, device_id)
-                check_sequence(last_counter, report)
-            except ReportError as exc:
-                code, message = exc.code, exc.message
-                claimed = _claimed_device(envelope) if code == "E663" else None
-                if claimed is not None and claimed != device_id:  # say why the key cannot match
-                    code, message = "E664", f"a report of device {claimed!r} was delivered as {device_id!r}'s"
-                out.rejected.append(Rejection(device_id, None, code, message))
-                continue
-            generation = report.generation
-            if generation is not None and (generation.target_sha256, generation.release_counter) not in given.get(
-                    device_id, ()):
-                out.rejected.append(Rejection(
-                    device_id, report.counter, "E703",
-                    f"generation {generation.target_sha256[:12]}… (release {generation.release_counter}) "
-                    "is not a desired state this device was given"))
-                continue
-            if generation is not None and generation.release_counter < last_release:
-                out.rejected.append(Rejection(
-                    device_id, report.counter, "E710",
-                    f"release counter {generation.release_counter} is below the {last_release} this device "
-                    "reported before (a device never goes back to an older desired state)"))
-                continue
-            last_counter = report.counter
-            last_release = max(last_release, generation.release_counter if generation is not None else -1)
-            out.accepted += 1
-            for model in models:
-                obs = observe(report, model)
-                out.latest[(device_id, model)] = obs
-                if keep_timeline:
-                    out.timeline.setdefault((device_id, model), []).append(obs)
+                parts.append(results.get(timeout=1))
+            except queue.Empty:
+                if not any(w.is_alive() for w in workers) and results.empty():
+                    raise RuntimeError("a report-verifying worker process died") from None
+    finally:
+        for worker in workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.terminate()
+    out = VerifiedReports()
+    for part in parts:
+        if isinstance(part, str):
+            raise RuntimeError(f"a report-verifying worker failed: {part}")
+        out.latest.update(part.latest)
+        out.timeline.update(part.timeline)
+        out.accepted += part.accepted
+        out.rejected += part.rejected
     return out
+
+
+def _worker_main(inbox, results, keys, given, models, keep_timeline) -> None:
+    try:
+        verifier = _Verifier(keys, given, models, keep_timeline)
+        while (batch := inbox.get()) is not None:
+            for device_id, envelope in batch:
+                verifier.add(device_id, envelope)
+        results.put(verifier.out)
+    except BaseException as exc:  # reported to the main process, which raises it
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+class _Verifier:
+    """Checks envelopes one at a time, remembering per device the last accepted counter and release."""
+
+    def __init__(self, keys: dict[str, str], given: dict, models: tuple[str, ...], keep_timeline: bool):
+        from edgefleet.agent.report import ReportError, check_sequence, verify_report
+
+        self.keys, self.given, self.models, self.keep_timeline = keys, given, models, keep_timeline
+        self._error, self._check_sequence, self._verify = ReportError, check_sequence, verify_report
+        self.last_counter: dict[str, int] = {}
+        self.last_release: dict[str, int] = {}
+        self.out = VerifiedReports()
+
+    def add(self, device_id: str, envelope: bytes) -> None:
+        out = self.out
+        key = self.keys.get(device_id)
+        if key is None:
+            out.rejected.append(Rejection(device_id, None, "E702", "the device is not enrolled (not in the inventory)"))
+            return
+        try:
+            report = self._verify(envelope, key, device_id)
+            self._check_sequence(self.last_counter.get(device_id), report)
+        except self._error as exc:
+            code, message = exc.code, exc.message
+            claimed = _claimed_device(envelope) if code == "E663" else None
+            if claimed is not None and claimed != device_id:  # say why the key cannot match
+                code, message = "E664", f"a report of device {claimed!r} was delivered as {device_id!r}'s"
+            out.rejected.append(Rejection(device_id, None, code, message))
+            return
+        generation = report.generation
+        if generation is not None and (generation.target_sha256, generation.release_counter) not in self.given.get(
+                device_id, ()):
+            out.rejected.append(Rejection(
+                device_id, report.counter, "E703",
+                f"generation {generation.target_sha256[:12]}… (release {generation.release_counter}) "
+                "is not a desired state this device was given"))
+            return
+        last_release = self.last_release.get(device_id, -1)
+        if generation is not None and generation.release_counter < last_release:
+            out.rejected.append(Rejection(
+                device_id, report.counter, "E710",
+                f"release counter {generation.release_counter} is below the {last_release} this device "
+                "reported before (a device never goes back to an older desired state)"))
+            return
+        self.last_counter[device_id] = report.counter
+        if generation is not None:
+            self.last_release[device_id] = max(last_release, generation.release_counter)
+        out.accepted += 1
+        for model in self.models:
+            obs = observe(report, model)
+            out.latest[(device_id, model)] = obs
+            if self.keep_timeline:
+                out.timeline.setdefault((device_id, model), []).append(obs)
 
 
 def _claimed_device(envelope: bytes) -> str | None:
