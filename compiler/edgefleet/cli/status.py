@@ -78,7 +78,9 @@ def _write(args, text: str) -> int:
     if args.out:
         from pathlib import Path
 
-        Path(args.out).write_text(text, encoding="utf-8")
+        from edgefleet.pipeline.promote import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.out), text.encode("utf-8"))  # never half a report file
     else:
         sys.stdout.write(text)
     return 0
