@@ -256,6 +256,11 @@ def test_status_and_promote_on_the_command_line(fleet, run_cli):
     assert res.code == 0, res.err
     data = json.loads(res.out)
     assert data["reports"]["accepted"] == 4 and data["rollouts"][0]["waves"][0]["gates"]["verdict"] == "pass"
+    out = fleet.root.parent / "status.md"
+    res = run_cli("status", str(fleet.root), "--reports", str(reports), "--desired", str(fleet.desired),
+                  "--now", "2026-12-01T10:00:00Z", "--format", "markdown", "--out", str(out))
+    assert res.code == 0 and out.read_text().startswith("<!-- edgefleet-status -->")
+    assert "| waves |" in out.read_text() and "**gates of wave pilot**: pass" in out.read_text()
     res = run_cli("promote", str(fleet.root), "--reports", str(reports), "--desired", str(fleet.desired),
                   "--now", "2026-12-01T10:00:00Z", "--commit")
     assert res.code == 0 and "advance" in res.out, res.err
