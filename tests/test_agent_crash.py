@@ -47,7 +47,10 @@ def world(tmp_path_factory):
         yield {"desired": desired, "remote": remote, "store": store, "template": template, "base": base}
 
 
-def device_from(template: Path, dest: Path) -> Path:
+def device_from(template: Path, dest: Path, world=None) -> Path:
+    """A copy of the v1-serving device; with `world`, v2 is (again) the published desired state."""
+    if world is not None and world["desired"].device_state()["workloads"][0]["run"]["version"] != V2:
+        world["desired"].publish(wave=1)  # the random test may have left v1 published
     shutil.copytree(template, dest, symlinks=True)
     return dest
 
@@ -71,7 +74,7 @@ KILL_TABLE = {
 @pytest.mark.parametrize("step", [s for s in STEPS if s != "idle"])
 def test_kill_in_every_state(step, world, tmp_path):
     assert set(KILL_TABLE) == set(STEPS) - {"idle"}
-    state = device_from(world["template"], tmp_path / "device")
+    state = device_from(world["template"], tmp_path / "device", world)
     killed = run_agent(state, world["remote"], world["desired"].root, world["store"],
                        env={"EDGEFLEET_AGENT_TEST_KILL_AT": step}, subprocess_=True)
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
@@ -96,11 +99,16 @@ def _child(args: list[str]) -> None:
 
 @pytest.mark.slow
 def test_random_kills_during_updates(world, tmp_path):
-    """56 SIGKILLs at seeded random moments of alternating updates (v1 <-> v2)."""
+    """56+ SIGKILLs at seeded random moments of alternating updates (v1 <-> v2)."""
     rng = random.Random(20261201)
     desired, store = world["desired"], world["store"]
-    state = device_from(world["template"], tmp_path / "device")
-    fork = multiprocessing.get_context("fork")
+    state = device_from(world["template"], tmp_path / "device", world)
+    # Children come from a fork server: a fresh process with the agent's modules imported
+    # and no threads (forking this test process, which ran onnxruntime sessions, can hang a
+    # child on a lock a thread held); each child is a real process, really SIGKILLed.
+    fork = multiprocessing.get_context("forkserver")
+    fork.set_forkserver_preload(["edgefleet.cli", "edgefleet.cli.agent", "edgefleet.agent.cycle",
+                                 "edgefleet.agent.reporting", "onnxruntime", "tuf.ngclient", "tests.test_agent_crash"])
     wave = 1  # v2 is published; the device serves v1
 
     def start():
@@ -114,14 +122,17 @@ def test_random_kills_during_updates(world, tmp_path):
     proc.join(120)
     mean = time.monotonic() - t0
     assert proc.exitcode == 0
-    kills, steps_hit, completed = 0, set(), 0
+    kills, steps_hit, completed, given_up = 0, set(), 0, 0
     while kills < 56:
         wave = 0 if wave == 1 else 1
         desired.publish(wave=wave)
         want = V2 if wave == 1 else V1
-        for _attempt in range(30):
+        for attempt in range(8):
             proc = start()
-            proc.join(rng.uniform(0.0, 1.1 * mean))
+            # OSTree's destructive test: most runs are interrupted, timed up to 1.1x the mean
+            # cycle (so some interrupts miss); every 8th run of a generation is left alone.
+            forced = attempt < 7 and rng.random() < 0.85
+            proc.join(rng.uniform(0.0, 1.1 * mean) if forced else 120)
             if proc.exitcode is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.join(10)
@@ -132,11 +143,20 @@ def test_random_kills_during_updates(world, tmp_path):
                     pass
                 restart(state, world)
                 continue
+            if proc.exitcode == 1:
+                # interrupted MAX_ATTEMPTS times in this generation: given up, reported, old model serving
+                journal = json.loads((state / "journal.json").read_text())
+                digest = desired.device_state()["workloads"][0]["run"]["artifact"]["digest"]
+                assert "interrupted" in journal["failed"][digest], journal["failed"]
+                given_up += 1
+                break
             assert proc.exitcode == 0
             completed += 1
             break
-        assert check_invariants(state, desired.allowed_digests())["version"] == want
+        after = check_invariants(state, desired.allowed_digests())
+        assert after["version"] == want or given_up
     assert len(steps_hit) >= 4, steps_hit  # the kills landed in many states, not only at start-up
+    assert completed >= 3, (completed, given_up)
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
@@ -146,7 +166,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 
 
 def test_disk_full_keeps_the_old_model_and_reports(world, tmp_path):
-    state = device_from(world["template"], tmp_path / "device")
+    state = device_from(world["template"], tmp_path / "device", world)
     downloads = state / "downloads"
     shutil.rmtree(downloads, ignore_errors=True)
     if not _mount_tmpfs(downloads, "2m"):
@@ -164,7 +184,7 @@ def test_disk_full_keeps_the_old_model_and_reports(world, tmp_path):
 
 
 def test_truncated_download_keeps_the_old_model_then_resumes(world, tmp_path):
-    state = device_from(world["template"], tmp_path / "device")
+    state = device_from(world["template"], tmp_path / "device", world)
     v2 = world["desired"].device_state()["workloads"][0]["run"]["artifact"]
     with http_server(world["store"]) as (url, handler):
         handler.truncate.add(v2["digest"])
@@ -181,7 +201,7 @@ def test_truncated_download_keeps_the_old_model_then_resumes(world, tmp_path):
 
 
 def test_corrupted_cache_file_is_discarded_and_reported(world, tmp_path):
-    state = device_from(world["template"], tmp_path / "device")
+    state = device_from(world["template"], tmp_path / "device", world)
     v2 = world["desired"].device_state()["workloads"][0]["run"]["artifact"]
     (state / "downloads").mkdir(exist_ok=True)
     part = state / "downloads" / f"{v2['digest']}.part"

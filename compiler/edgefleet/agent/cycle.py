@@ -232,7 +232,7 @@ class Agent:
         self._save(machine.finish(machine.in_sync(journal, generation) if in_sync else journal))
         if in_sync:
             self._restage_fallback(workload, generation)
-        why = journal_io.load(self.journal_path).failed.get(want.artifact.digest) or self.degraded or "pending"
+        why = machine.given_up(journal, want.artifact.digest, generation) or self.degraded or "pending"
         reason = (f"serving {self._serving_text()}" if in_sync else
                   f"not serving {want.version}: {why}; serving {self._serving_text()}")
         code = None
@@ -321,10 +321,11 @@ class Agent:
     def _reconcile(self, journal: Journal, desired, workload, want, role, generation) -> Journal:
         if self._active_holds(want.artifact.digest):
             return journal  # installed; a degraded device retries its accelerator each cycle
-        if want.artifact.digest in journal.failed:
-            self.observed.update_status = "RolledBack" if "after the switch" in journal.failed[want.artifact.digest] \
-                else "UpdateFailed"
+        why = machine.given_up(journal, want.artifact.digest, generation)
+        if why is not None:
+            self.observed.update_status = "RolledBack" if "after the switch" in why else "UpdateFailed"
             return journal
+        journal = machine.retry(journal, want.artifact.digest)
         if want.probe is None or want.artifact.digest is None:
             raise AgentError("E603", f"{workload.model}@{want.version} has no built artifact or probe",
                              reason="NotBuilt")

@@ -58,6 +58,7 @@ class Journal(_Model):
     generation: Generation | None = None  # last verified desired state
     attempts: dict[str, int] = Field(default_factory=dict)  # digest -> interrupted attempts
     failed: dict[str, str] = Field(default_factory=dict)    # digest -> why it is not tried again
+    failed_in: dict[str, str] = Field(default_factory=dict) # digest -> generation (target sha) it failed in
 
 
 def load(path: Path) -> Journal:

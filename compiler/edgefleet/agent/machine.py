@@ -11,7 +11,8 @@ Invariants (the crash tests check them after every SIGKILL):
   (Mender: killed in ArtifactCommit -> rollback); one interrupted in `commit` is
   finished (the proof was already given);
 - every state save of one update counts; past MAX_SAVES the update is abandoned (loop
-  guard, Mender's 28 saves), and a build interrupted MAX_ATTEMPTS times is not tried again.
+  guard, Mender's 28 saves), and a build interrupted MAX_ATTEMPTS times is not tried again
+  for the same desired state (`given_up`).
 This style follows python-tuf's trusted_metadata_set: the driver (`cycle.py`) does the
 I/O and asks this module what the next journal is.
 """
@@ -84,10 +85,33 @@ def finish(journal: Journal) -> Journal:
 def fail(journal: Journal, reason: str, permanent: bool = True) -> Journal:
     """The install failed (before or after the switch): forget it; remember why."""
     install = journal.install
-    failed = dict(journal.failed)
+    failed, failed_in = dict(journal.failed), dict(journal.failed_in)
     if install is not None and permanent:
         failed[install.digest] = reason
-    return finish(journal.model_copy(update={"failed": failed}))
+        failed_in[install.digest] = install.generation.target_sha256
+    return finish(journal.model_copy(update={"failed": failed, "failed_in": failed_in}))
+
+
+def given_up(journal: Journal, digest: str, generation: Generation) -> str | None:
+    """Why `digest` is not tried again for this desired state (None: try it).
+
+    A build that failed (probe, after the switch, or interrupted MAX_ATTEMPTS times) is
+    not retried while the desired state stays the same; a new generation naming it gets
+    one more try, with fresh attempts.
+    """
+    if journal.failed_in.get(digest) == generation.target_sha256:
+        return journal.failed.get(digest)
+    return None
+
+
+def retry(journal: Journal, digest: str) -> Journal:
+    """Forget an old failure of `digest` (a new generation asks for it again)."""
+    if digest not in journal.failed and digest not in journal.attempts:
+        return journal
+    return journal.model_copy(update={
+        "failed": {k: v for k, v in journal.failed.items() if k != digest},
+        "failed_in": {k: v for k, v in journal.failed_in.items() if k != digest},
+        "attempts": {k: v for k, v in journal.attempts.items() if k != digest}})
 
 
 @dataclass(frozen=True)
