@@ -129,3 +129,13 @@ def test_free_space_is_checked_first(tmp_path):
     with pytest.raises(AgentError) as exc:
         artifacts.fetch_blob(str(store), digest, 10, tmp_path / "cache", margin=1 << 60)
     assert exc.value.code == "E607" and not any((tmp_path / "cache").iterdir())
+
+
+def test_a_failed_build_is_not_retried_for_the_same_state_but_for_a_new_one():
+    j = machine.fail(installing(), "probe output differs")
+    digest = "cd" * 32
+    assert machine.given_up(j, digest, GEN) == "probe output differs"
+    newer = Generation(target_sha256="ef" * 32, release_counter=8)
+    assert machine.given_up(j, digest, newer) is None
+    retried = machine.retry(j, digest)
+    assert digest not in retried.failed and digest not in retried.failed_in
