@@ -342,3 +342,23 @@ def test_a_corrupted_active_slot_is_not_served_and_is_reinstalled(tmp_path, desi
     s = agent_state(state)
     assert s["serving"]["version"] == V2 and s["serving"]["slot"] != active
     check_invariants(state, desired.allowed_digests())
+
+
+def test_one_agent_per_state_directory(tmp_path):
+    import fcntl
+    import os
+
+    from tests.agent_support import cli_in_process
+
+    state = tmp_path / "device"
+    state.mkdir()
+    root = tmp_path / "root.json"
+    root.write_text("{}")
+    fd = os.open(state / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "another agent"
+        res = cli_in_process(["agent", "run", "--state-dir", str(state), "--device", DEVICE, "--remote",
+                              "git://127.0.0.1:9/x", "--root", str(root), "--once"], {})
+        assert res.returncode == 1 and "E619" in res.stderr
+    finally:
+        os.close(fd)

@@ -13,6 +13,7 @@ condition and a report, and the device keeps serving what it served. Codes:
   E614 loop guard: too many state saves in one update
   E615 offline longer than max_offline             E616 status remote push failed (reports stay queued)
   E617 device not enrolled / identity missing      E618 artifact store read failed (missing blob, I/O)
+  E619 another agent holds the state directory
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ CODES = {
     "E616": "status remote push failed",
     "E617": "device not enrolled",
     "E618": "artifact store read failed",
+    "E619": "state directory in use",
 }
 
 

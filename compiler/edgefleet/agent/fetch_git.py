@@ -84,11 +84,25 @@ def bit_length_hint(tree: Path) -> int | None:
         return None
 
 
+def _clear_stale_locks(checkout: Path) -> None:
+    """A SIGKILL or power cut inside a git command leaves `*.lock` files that make every later
+    command fail. The agent holds the state directory's lock (one agent per directory), so
+    any lock file here is a dead process's and is removed."""
+    git_dir = checkout / ".git"
+    if git_dir.is_dir():
+        for lock in git_dir.rglob("*.lock"):
+            try:
+                lock.unlink()
+            except OSError:
+                pass
+
+
 def fetch_tree(remote: str, branch: str, checkout: Path, device_id: str) -> TreeFetch:
     from edgefleet.signing.layout import device_sparse_dirs
 
     revision = remote_revision(remote, branch)
     checkout = Path(checkout)
+    _clear_stale_locks(checkout)
     if local_revision(checkout) == revision:
         return TreeFetch(checkout, revision, changed=False)
     if not (checkout / ".git").exists():

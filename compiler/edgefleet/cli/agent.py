@@ -132,10 +132,7 @@ def run_agent(args) -> int:
     if state_dir.exists() and not state_dir.is_dir():
         raise UsageError(f"--state-dir {state_dir} is not a directory")
 
-    from edgefleet.agent.cycle import Agent, AgentConfig
-    from edgefleet.agent.errors import AgentError
-    from edgefleet.agent.registry import Registry
-    from edgefleet.agent.reporting import after_cycle
+    from edgefleet.agent.cycle import AgentConfig
 
     config = AgentConfig(state_dir=state_dir, device=args.device, remote=args.remote, trusted_root=root,
                          branch=args.branch, store=args.store, status_remote=args.status_remote,
@@ -143,6 +140,26 @@ def run_agent(args) -> int:
     if clock is not None:
         config.clock = clock
     state_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_state_dir(state_dir)
+    if lock is None:
+        print(f"{state_dir}: error[E619]: another agent is running on this state directory", file=sys.stderr)
+        print("  = hint: one agent per device; stop the other (systemctl stop edgefleet-agent) first",
+              file=sys.stderr)
+        return 1
+    try:
+        return _run_locked(args, config, state_dir, listen, interval)
+    finally:
+        import os
+
+        os.close(lock)
+
+
+def _run_locked(args, config, state_dir: Path, listen, interval) -> int:
+    from edgefleet.agent.cycle import Agent
+    from edgefleet.agent.errors import AgentError
+    from edgefleet.agent.registry import Registry
+    from edgefleet.agent.reporting import after_cycle
+
     telemetry, identity = _telemetry(state_dir), _identity(state_dir, args.device)
     registry = Registry(telemetry)
     agent = Agent(config, registry)
@@ -206,6 +223,20 @@ def _poll_interval(agent) -> float:
     info = slots.read_slot(agent.state_dir, active, check_digests=False) if active else None
     value = (info.meta.get("poll_interval") if info else None) or "5m"
     return parse_duration(value, "poll_interval")
+
+
+def _lock_state_dir(state_dir: Path):
+    """An exclusive flock on STATE/agent.lock for the process's life (None: another agent holds it)."""
+    import fcntl
+    import os
+
+    fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd  # released by the kernel when the process ends, even on SIGKILL
 
 
 def _print_result(result, status, fmt) -> int:
