@@ -139,3 +139,27 @@ def test_a_failed_build_is_not_retried_for_the_same_state_but_for_a_new_one():
     assert machine.given_up(j, digest, newer) is None
     retried = machine.retry(j, digest)
     assert digest not in retried.failed and digest not in retried.failed_in
+
+
+def test_confirm_counts_application_traffic_and_fails_on_any_error():
+    import numpy as np
+
+    from edgefleet.agent.probe import confirm
+    from edgefleet.agent.registry import Registry
+    from edgefleet.agent.runner import Runner
+
+    calls = []
+    runner = Runner(name="m", version="1", variant="v", digest="d", slot="a", platform="p", device="CPU", load_ms=0,
+                    _run=lambda inputs: calls.append(1) or {"y": np.zeros(1)}, inputs=[{"name": "x"}])
+    reg = Registry()
+    reg.set(runner)
+    for _ in range(4):  # an application's requests through the serving path
+        reg.models()["m"].infer({"x": np.zeros(1)})
+    confirm(reg.infer, runner, np.zeros(1), inferences=5, soak_s=0.0, served=lambda: reg.served,
+            failures=lambda: reg.failures)
+    assert len(calls) == 5  # the agent added only the one that was missing
+    runner._run = lambda inputs: (_ for _ in ()).throw(RuntimeError("boom"))
+    with pytest.raises(AgentError) as exc:
+        confirm(reg.infer, runner, np.zeros(1), inferences=10, soak_s=0.0, served=lambda: reg.served,
+                failures=lambda: reg.failures)
+    assert exc.value.code == "E611"

@@ -405,7 +405,7 @@ class Agent:
 
         reg = self.registry
         confirm(reg.infer, runner, load_golden(staged.path / slots.GOLDEN), self.config.confirm_inferences,
-                self.config.soak_s, served_since=lambda: 0, failures_since=lambda: reg.failures)
+                self.config.soak_s, served=lambda: reg.served, failures=lambda: reg.failures)
 
     def _restage_fallback(self, workload, generation: Generation) -> None:
         """Keep the desired state's fallback model staged in the idle slot (never the active one)."""

@@ -93,26 +93,26 @@ def run_probe(runner: Runner, golden: np.ndarray, probe: dict, runs: int = 10) -
 
 
 def confirm(infer, runner: Runner, golden: np.ndarray, inferences: int, soak_s: float,
-            served_since=lambda: 0, failures_since=lambda: 0) -> None:
+            served=lambda: 0, failures=lambda: 0) -> None:
     """Raise AgentError E611 unless the serving model proves itself after the switch.
 
-    `infer` is the serving path (the registry's); `served_since`/`failures_since` count
-    application requests since the switch (they count toward `inferences`).
+    `infer` is the serving path (the registry's); `served()` / `failures()` count every
+    inference through it since the switch, application requests and the agent's own alike.
+    The agent sends the golden input only while fewer than `inferences` have been served.
     """
     feed = golden_feed(runner, golden)
     deadline = time.monotonic() + soak_s
-    done = 0
     while True:
-        if failures_since():
-            raise AgentError("E611", f"{failures_since()} application inference(s) failed after the switch",
-                             reason="FailedAfterSwitch")
-        if done + served_since() >= inferences and time.monotonic() >= deadline:
-            return
+        if failures():
+            raise AgentError("E611", f"{failures()} inference(s) failed after the switch",
+                             "the previous model was restored", reason="FailedAfterSwitch")
+        if served() >= inferences:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            continue
         try:
             infer(feed)
         except Exception as exc:
             raise AgentError("E611", f"inference failed after the switch: {type(exc).__name__}: {exc}",
                              "the previous model was restored", reason="FailedAfterSwitch") from None
-        done += 1
-        if done + served_since() >= inferences:
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
