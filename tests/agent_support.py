@@ -99,9 +99,14 @@ class DesiredRepo:
         shutil.copytree(snapshot, self.tree)
 
     def device_state(self, device: str = DEVICE) -> dict:
-        found = list(self.tree.glob(f"targets/devices/**/*.{device}.json"))
-        newest = max(found, key=lambda p: p.stat().st_mtime_ns)
-        return json.loads(newest.read_bytes())
+        """The device's current desired state, as TUF resolves it in the tree (not by file times:
+        the publisher keeps an unchanged older version's file as it was)."""
+        from datetime import datetime, timezone
+
+        from edgefleet.signing.verify import verify_device
+
+        verified = verify_device(self.tree, device, self.root.read_bytes(), datetime.now(timezone.utc))
+        return json.loads(verified.data)
 
     def allowed_digests(self) -> set[str]:
         out = set()

@@ -154,7 +154,16 @@ def test_tampered_replayed_and_other_device_states_are_refused(tmp_path, desired
     tree = desired.tree
 
     def target(device):
-        return max(tree.glob(f"targets/devices/**/*.{device}.json"), key=lambda p: p.stat().st_mtime_ns)
+        from edgefleet.signing import device_target_path
+        from edgefleet.signing.layout import target_file
+
+        data = (json.dumps(desired.device_state(device), sort_keys=True, separators=(",", ":"))).encode()
+        found = [p for p in tree.glob(f"targets/devices/**/*.{device}.json")
+                 if json.loads(p.read_bytes()) == json.loads(data)]
+        assert found, device
+        path = tree / target_file(device_target_path(device), __import__("hashlib").sha256(found[0].read_bytes()).hexdigest())
+        assert path == found[0]
+        return path
 
     # tampered: this device's newest target made to ask for something else
     mine = target(DEVICE)
