@@ -60,9 +60,12 @@ ALLOWED = {
     "signing": {"core", "spec"},
     "desired": {"core", "spec", "load", "rules", "analysis", "build", "signing"},
     "gitops": {"core", "spec", "signing"},
-    "pipeline": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "gitops"},
+    "rollout": {"core", "spec", "load", "rules", "signing", "desired", "agent"},
+    "pipeline": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "gitops", "rollout",
+                 "agent"},
     "agent": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "pipeline"},
-    "cli": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "pipeline", "agent", "gitops"},
+    "cli": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "pipeline", "agent", "gitops",
+            "rollout"},
     "__main__": {"cli"},
 }
 

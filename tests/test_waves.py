@@ -16,14 +16,14 @@ from edgefleet.desired.waves import (BUCKET_SPACE, RolloutWaves, bucket, bucket_
 from edgefleet.rules.needs import needed_builds
 from edgefleet.load.repo import Loaded, read_repository
 from edgefleet.spec import Device
-from edgefleet.spec.rollout import RolloutSpec, RolloutState, Wave
+from edgefleet.spec.rollout import RolloutSpec, RolloutStatus, Wave
 from tests.conftest import EXAMPLE_FLEET
 
 
-def spec(percents, phase="progressing", current=0) -> RolloutSpec:
-    return RolloutSpec(model="m", to_version="1.0.0",
-                       waves=[Wave(name=f"w{i}", percent=p) for i, p in enumerate(percents)],
-                       state=RolloutState(phase=phase, current_wave=current))
+def spec(percents, phase="progressing", current=0) -> tuple[RolloutSpec, RolloutStatus]:
+    return (RolloutSpec(model="m", to_version="1.0.0",
+                        waves=[Wave(name=f"w{i}", percent=p) for i, p in enumerate(percents)]),
+            RolloutStatus(phase=phase, current_wave=current))
 
 
 def test_bucket_is_the_first_8_bytes_of_sha256_of_rollout_nul_device():
@@ -35,19 +35,19 @@ def test_bucket_is_the_first_8_bytes_of_sha256_of_rollout_nul_device():
 
 
 def test_thresholds_are_exact_and_cumulative():
-    assert wave_thresholds(spec([100]).waves) == (BUCKET_SPACE,)
-    assert wave_thresholds(spec([50]).waves) == (BUCKET_SPACE // 2,)
-    t = wave_thresholds(spec([12.5, 50, 100]).waves)
+    assert wave_thresholds(spec([100])[0].waves) == (BUCKET_SPACE,)
+    assert wave_thresholds(spec([50])[0].waves) == (BUCKET_SPACE // 2,)
+    t = wave_thresholds(spec([12.5, 50, 100])[0].waves)
     assert t == (BUCKET_SPACE // 8, BUCKET_SPACE // 2, BUCKET_SPACE)
     assert wave_index(t, 0) == 0
     assert wave_index(t, BUCKET_SPACE // 8 - 1) == 0
     assert wave_index(t, BUCKET_SPACE // 8) == 1
     assert wave_index(t, BUCKET_SPACE - 1) == 2
-    assert wave_index(wave_thresholds(spec([1, 10]).waves), BUCKET_SPACE - 1) is None
+    assert wave_index(wave_thresholds(spec([1, 10])[0].waves), BUCKET_SPACE - 1) is None
 
 
 def test_shares_are_roughly_the_declared_percents_on_10k_devices():
-    waves = RolloutWaves.of("fleet-wide", spec([1, 10, 50, 100]))
+    waves = RolloutWaves.of("fleet-wide", *spec([1, 10, 50, 100]))
     counts = Counter(waves.place(f"dev-{i:05d}").wave for i in range(10_000))
     # Cumulative shares 1%, 10%, 50%, 100%: each within 3 binomial standard deviations.
     cumulative = 0
@@ -69,12 +69,12 @@ def test_shares_are_roughly_the_declared_percents_on_10k_devices():
     ("rolled_back", 2, 0),
 ], ids=lambda v: str(v))
 def test_live_waves_follow_the_rollout_state(phase, current, live):
-    assert live_waves(RolloutState(phase=phase, current_wave=current), 3) == live
+    assert live_waves(RolloutStatus(phase=phase, current_wave=current), 3) == live
 
 
 def test_devices_beyond_the_last_wave_move_only_when_complete():
-    progressing = RolloutWaves.of("r", spec([5], current=0))
-    complete = RolloutWaves.of("r", spec([5], phase="complete", current=0))
+    progressing = RolloutWaves.of("r", *spec([5], current=0))
+    complete = RolloutWaves.of("r", *spec([5], phase="complete", current=0))
     beyond = [d for d in (f"d{i}" for i in range(500)) if progressing.place(d).wave is None]
     assert beyond, "some devices fall beyond a 5% wave"
     assert not any(progressing.place(d).live for d in beyond)

@@ -11,6 +11,11 @@ builds of each wave), so those parts are serialised to canonical JSON once and e
 device's file is assembled from them around its own identity. `join_object` keeps the
 result byte-identical to serialising the whole `DesiredState` (a test checks it).
 
+A workload's `activation` (when the device may switch: its spread time and maintenance
+windows, see desired/activation.py) is the one member that differs per device; it is
+spliced in front of the shared members, and depends only on the rollout, the device and
+the time its wave went live, so a later promote leaves the device's bytes alone.
+
 Release counters (Uptane-style, in the target's custom metadata, not in the bytes):
 a device whose bytes did not change keeps its counter; one whose bytes changed gets
 max(previous + 1, next_release). The caller passes next_release above every counter it
@@ -25,6 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
+from edgefleet.desired.activation import activation_for, windows_for
 from edgefleet.desired.canonical import canonical, join_object
 from edgefleet.desired.runtime_config import RuntimeConfigError, render_runtime_config, templates_dir
 from edgefleet.desired.state import (FORMAT, ArtifactFile, ArtifactRef, ArtifactStoreRef, HealthProbe, ModelRef,
@@ -37,7 +43,7 @@ from edgefleet.rules.selectors import matches
 from edgefleet.signing import (CUSTOM_DEVICE_ID, CUSTOM_HARDWARE_CLASS, CUSTOM_RELEASE_COUNTER,
                                device_target_path)
 from edgefleet.signing.layout import SIGSTORE_TRUSTED_ROOT
-from edgefleet.spec import Device
+from edgefleet.spec import Device, duration_seconds
 from edgefleet.spec.fleet import FleetSpec
 
 
@@ -225,6 +231,26 @@ class _Rollout:
     from_version: str | None
     to_version: str
     waves: RolloutWaves
+    spread_seconds: int
+    maintenance: tuple  # the spec's MaintenanceWindows
+    wave_live_since: tuple[str | None, ...]  # per wave, when it went live (status)
+    beyond_live_since: str | None  # devices beyond the last wave: when the rollout completed
+
+    @classmethod
+    def of(cls, name: str, doc) -> _Rollout:
+        spec, status = doc.spec, doc.status
+        since = tuple(status.wave_started.get(w.name) or (status.since if i == status.current_wave else None)
+                      for i, w in enumerate(spec.waves))
+        return cls(name, spec.model, spec.selector, spec.from_version, spec.to_version,
+                   RolloutWaves.of(name, spec, status), duration_seconds(spec.spread), tuple(spec.maintenance),
+                   since, status.since if status.phase == "complete" else None)
+
+    def activation(self, device: Device, wave: int | None) -> bytes:
+        """Canonical JSON of the device's activation (a device with a switch to make)."""
+        since = self.beyond_live_since if wave is None else self.wave_live_since[wave]
+        windows = windows_for(device, self.maintenance) if self.maintenance else []
+        activation = activation_for(self.name, device.id, since, self.spread_seconds, windows)
+        return b"null" if activation is None else canonical(activation.model_dump(mode="json"))
 
 
 class _Template:
@@ -272,8 +298,7 @@ class FleetCompiler:
             assert template.holes == ["device", "workloads"]
             self.templates[name] = template
         self.rollouts = [
-            _Rollout(name, r.doc.spec.model, r.doc.spec.selector, r.doc.spec.from_version, r.doc.spec.to_version,
-                     RolloutWaves.of(name, r.doc.spec))
+            _Rollout.of(name, r.doc)
             for name, r in sorted(repo.rollouts.items(), key=lambda item: (item[1].doc.spec.model, item[0]))
         ]
         self._workloads: dict[tuple, tuple[bytes, Assignment] | None] = {}
@@ -294,11 +319,15 @@ class FleetCompiler:
         for rollout in self.rollouts:
             if not matches(rollout.selector, device):
                 continue
-            place = rollout.waves.place(device.id)
+            place = rollout.waves.place(device)
             workload = self._workload(rollout, device.hardware_class, place.wave, place.live)
             if workload is not None:
-                fragments.append(workload[0])
-                assignments.append(workload[1])
+                rest, assignment = workload
+                # "activation" sorts before every other member: the object starts with it.
+                switching = place.live and rollout.from_version is not None
+                activation = rollout.activation(device, place.wave) if switching else b"null"
+                fragments.append(b'{"activation":' + activation + b"," + rest[1:])
+                assignments.append(assignment)
         identity = identity_json(device)
         data = self.templates[device.hardware_class].fill(identity, b"[" + b",".join(fragments) + b"]") + b"\n"
         digest = hashlib.sha256(data).digest()
@@ -324,7 +353,7 @@ class FleetCompiler:
         if live and rollout.from_version is not None:
             fallback = self.refs[BuildNeed(rollout.model, rollout.from_version, hardware_class)]
         wave_name = rollout.waves.wave_name(wave)
-        data = join_object({
+        data = join_object({  # every member but "activation", which is per device
             "model": canonical(rollout.model),
             "rollout": canonical(RolloutRef(name=rollout.name, wave=wave_name).model_dump(mode="json")),
             "run": run.fragment,

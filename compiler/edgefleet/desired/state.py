@@ -5,7 +5,8 @@ signed TUF tree; the agent reads it after verifying it offline. The JSON Schema
 `schemas/desiredstate.schema.json` is generated from these models.
 
 Rules that keep a device's file stable (same inputs, same bytes; git shows no change):
-no timestamps, no absolute paths, no rollout phase (pausing a rollout moves nothing),
+no timestamps but a workload's activation time (fixed once its wave went live), no
+absolute paths, no rollout phase (pausing a rollout moves nothing),
 lists in a fixed order. The monotonic release counter is not in here: it is the
 Uptane-style `custom.release` of the device's TUF target, so bytes stay the same when
 nothing changed.
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from edgefleet.desired.activation import Activation
 from edgefleet.spec.common import Name, Precision, Runtime, SemVer, Sha256, Strict
 from edgefleet.spec.device import DeviceId
 from edgefleet.spec.fleet import AgentSettings
@@ -99,6 +101,9 @@ class Workload(Strict):
     fallback: ModelRef | None = Field(
         description="last-known-good: the rollout's from_version, kept staged to restore on failure; "
                     "null while the device still runs from_version")
+    activation: Activation | None = Field(
+        None, description="when the agent may switch to `run`: not before `not_before`, and inside one of "
+                          "`windows`; until then it serves `fallback`. null: at once")
 
 
 class ProvenancePolicy(Strict):

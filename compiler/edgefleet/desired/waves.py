@@ -1,15 +1,17 @@
 """Which wave of a rollout a device is in, and whether that wave is live.
 
 A device's bucket is the first 8 bytes of sha256("<rollout>\\0<device id>") read as an
-unsigned 64-bit number, i.e. a point in [0, 1) at 2**-64 resolution. Wave i covers the
-buckets below waves[i].percent / 100; the percents are cumulative, so a device belongs
-to the first wave whose share covers its bucket. The bucket depends on nothing but the
-rollout's name and the device's own id: adding or removing devices, or editing other
-documents, never moves a device to another wave. Renaming a rollout reshuffles it.
+unsigned 64-bit number, i.e. a point in [0, 1) at 2**-64 resolution. A percent wave i
+covers the buckets below waves[i].percent / 100; an explicit wave (`selector`, e.g. one
+pilot site) covers the devices it matches. A device belongs to the first wave that
+covers it, so the percents stay cumulative. The wave depends on nothing but the
+rollout's name, the waves, and the device itself: adding or removing devices, or
+editing other documents, never moves a device to another wave. Renaming a rollout
+reshuffles it.
 
-The rollout's `state` says which waves are live: waves 0..current_wave while the
-rollout is progressing or paused, all of them once complete, none while pending or
-after a rollback. Pure.
+The rollout's `status` (written by `promote`) says which waves are live: waves
+0..current_wave while the rollout is progressing or paused, all of them once complete,
+none while pending or after a rollback. Pure.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-from edgefleet.spec.rollout import RolloutSpec, RolloutState, Wave
+from edgefleet.rules.selectors import matches
+from edgefleet.spec.device import Device
+from edgefleet.spec.rollout import RolloutSpec, RolloutStatus, Selector, Wave
 
 BUCKET_SPACE = 1 << 64  # buckets are 64-bit numbers
 BASIS_POINTS = 10_000
@@ -42,7 +46,8 @@ def wave_thresholds(waves: Sequence[Wave]) -> tuple[int, ...]:
     Fractions keep float percents such as 12.5 exact, so a bucket's wave never depends
     on float rounding.
     """
-    return tuple(min(BUCKET_SPACE, -(-Fraction(w.percent) * BUCKET_SPACE // 100)) for w in waves)
+    return tuple(0 if w.percent is None else min(BUCKET_SPACE, -(-Fraction(w.percent) * BUCKET_SPACE // 100))
+                 for w in waves)
 
 
 def wave_index(thresholds: Sequence[int], point: int) -> int | None:
@@ -53,7 +58,7 @@ def wave_index(thresholds: Sequence[int], point: int) -> int | None:
     return None
 
 
-def live_waves(state: RolloutState, wave_count: int) -> int:
+def live_waves(state: RolloutStatus, wave_count: int) -> int:
     """How many waves (a prefix of the list) are live in this state."""
     if state.phase == "complete":
         return wave_count
@@ -76,18 +81,36 @@ class RolloutWaves:
 
     name: str
     names: tuple[str, ...]
-    thresholds: tuple[int, ...]
+    thresholds: tuple[int, ...]  # 0 for explicit waves: no bucket falls below it
     live_count: int
     everyone_live: bool  # complete: devices beyond the last wave move too
+    explicit: tuple[tuple[int, Selector], ...] = ()  # (index, selector) of the explicit waves
 
     @classmethod
-    def of(cls, name: str, spec: RolloutSpec) -> RolloutWaves:
-        live = live_waves(spec.state, len(spec.waves))
+    def of(cls, name: str, spec: RolloutSpec, status: RolloutStatus | None = None) -> RolloutWaves:
+        status = status or RolloutStatus()
+        live = live_waves(status, len(spec.waves))
+        explicit = tuple((i, w.selector) for i, w in enumerate(spec.waves) if w.selector is not None)
         return cls(name, tuple(w.name for w in spec.waves), wave_thresholds(spec.waves), live,
-                   spec.state.phase == "complete")
+                   status.phase == "complete", explicit)
 
-    def place(self, device_id: str) -> WavePlacement:
-        index = wave_index(self.thresholds, bucket(self.name, device_id))
+    def index_of(self, device: Device | str) -> int | None:
+        """The device's wave. Explicit waves need the device itself, not only its id."""
+        device_id = device if isinstance(device, str) else device.id
+        point = bucket(self.name, device_id)
+        if not self.explicit:
+            return wave_index(self.thresholds, point)
+        if isinstance(device, str):
+            raise TypeError("a rollout with explicit (selector) waves places a Device, not an id")
+        for i, limit in enumerate(self.thresholds):
+            if point < limit:
+                return i
+            if any(j == i and matches(selector, device) for j, selector in self.explicit):
+                return i
+        return None
+
+    def place(self, device: Device | str) -> WavePlacement:
+        index = self.index_of(device)
         live = self.everyone_live or (index is not None and index < self.live_count)
         return WavePlacement(index, live)
 

@@ -18,6 +18,7 @@ from edgefleet.core.source import Location, Source
 from edgefleet.spec import FOLDER_KINDS, KINDS, Device, DeviceList, Fleet, HardwareClass, Model, Rollout
 from edgefleet.load.validation import validate_document
 from edgefleet.load.yamlsource import check_text, parse_yaml
+from edgefleet.load.legacy import legacy_state
 
 T = TypeVar("T")
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -184,6 +185,11 @@ def _load_document(data, source, folder: str, repo: FleetRepo, first_seen) -> li
                       source.at("kind"),
                       f"move it to {_folder_of(kind)}, or set kind: {expected}")]
     cls = KINDS[kind]
+    if kind == "Rollout" and (legacy := legacy_state(data, source)) is not None:
+        name = (data.get("metadata") or {}).get("name") if isinstance(data.get("metadata"), dict) else None
+        if isinstance(name, str):
+            repo.invalid.add((kind, name))
+        return [legacy]
     doc, diags = validate_document(cls, data, source, f"see schemas/{kind.lower()}.schema.json")
     if doc is None:
         name = (data.get("metadata") or {}).get("name") if isinstance(data.get("metadata"), dict) else None

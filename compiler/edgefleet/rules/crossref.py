@@ -137,16 +137,17 @@ def _check_waves(name: str, loaded) -> list[Diagnostic]:
             out.append(error("E214", f"wave name '{wave.name}' is used twice in rollout '{name}'",
                              src.at("spec", "waves", i, "name"), "give each wave its own name"))
         names.setdefault(wave.name, i)
-        if i and wave.percent <= spec.waves[i - 1].percent:
-            prev = spec.waves[i - 1].percent
+        before = [j for j in range(i) if spec.waves[j].percent is not None]  # explicit waves have no share
+        if wave.percent is not None and before and wave.percent <= spec.waves[before[-1]].percent:
+            prev = spec.waves[before[-1]].percent
             out.append(error("E208", f"wave '{wave.name}' covers {wave.percent:g}%, not more than the "
                                      f"{prev:g}% of the wave before it",
                              src.at("spec", "waves", i, "percent"),
                              "wave shares are cumulative: each wave must cover more than the one before, up to 100",
-                             related=[(src.at("spec", "waves", i - 1, "percent"), "previous wave")]))
-    current = spec.state.current_wave
+                             related=[(src.at("spec", "waves", before[-1], "percent"), "previous wave")]))
+    current = loaded.doc.status.current_wave
     if current is not None and current >= len(spec.waves):
-        out.append(error("E211", f"state.current_wave is {current} but the rollout has {len(spec.waves)} waves",
-                         src.at("spec", "state", "current_wave"),
+        out.append(error("E211", f"status.current_wave is {current} but the rollout has {len(spec.waves)} waves",
+                         src.at("status", "current_wave"),
                          f"use a wave index from 0 to {len(spec.waves) - 1}"))
     return out

@@ -1,0 +1,180 @@
+"""Signed reports: round trip, and every kind of hostile envelope refused with its code."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import rfc8785
+from hypothesis import given, settings, strategies as st
+from securesystemslib.dsse import Envelope
+
+from agent_io_support import make_identity, make_report, signed
+from edgefleet.agent.report import (MAX_ENVELOPE, PAYLOAD_TYPE, Latency, Report, ReportError, TelemetrySummary,
+                                    check_sequence, sign_report, unverified_counter, verify_report)
+
+
+@pytest.fixture
+def ident(tmp_path):
+    return make_identity(tmp_path)
+
+
+def _resign(ident, payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """An envelope over arbitrary payload bytes, correctly signed by the device key."""
+    sig = ident.sign(Envelope(payload, payload_type, {}).pae())
+    return json.dumps({"payload": base64.b64encode(payload).decode(), "payloadType": payload_type,
+                       "signatures": [{"keyid": ident.public_key, "sig": base64.b64encode(sig).decode()}]}).encode()
+
+
+def test_round_trip_is_canonical_and_deterministic(ident):
+    report = make_report(ident.device_id, 7, telemetry=TelemetrySummary(
+        inferences=10, errors=1, latency_ms=Latency(p50=1.5, p95=3.0, p99=4.25)))
+    env = sign_report(report, ident)
+    assert env == sign_report(report, ident)  # ed25519 is deterministic; canonical JSON too
+    assert rfc8785.dumps(json.loads(env)) == env
+    back = verify_report(env, ident.public_key, ident.device_id)
+    assert back == report and back.counter == 7
+    assert verify_report(env, ident.public_key, None) == report
+    assert unverified_counter(env) == 7
+
+
+def test_a_tampered_payload_is_refused(ident):
+    env = json.loads(signed(ident, 1))
+    payload = json.loads(base64.b64decode(env["payload"]))
+    payload["counter"] = 99
+    env["payload"] = base64.b64encode(rfc8785.dumps(payload)).decode()
+    with pytest.raises(ReportError) as err:
+        verify_report(json.dumps(env).encode(), ident.public_key, ident.device_id)
+    assert err.value.code == "E663"
+
+
+def test_another_key_is_refused(ident, tmp_path):
+    other = make_identity(tmp_path, "pa-robot-002")
+    with pytest.raises(ReportError) as err:
+        verify_report(signed(ident, 1), other.public_key, ident.device_id)
+    assert err.value.code == "E663"
+
+
+def test_a_report_for_another_device_is_refused(ident):
+    # Signed with the right key, but it claims another device: refused even though it verifies.
+    payload = rfc8785.dumps(make_report("pa-robot-002", 1).model_dump(mode="json"))
+    with pytest.raises(ReportError) as err:
+        verify_report(_resign(ident, payload), ident.public_key, ident.device_id)
+    assert err.value.code == "E664"
+    with pytest.raises(ReportError) as err:
+        sign_report(make_report("pa-robot-002", 1), ident)
+    assert err.value.code == "E664"
+
+
+@pytest.mark.parametrize("envelope", [
+    b"", b"not json", b"[]", b'{"payload": "", "payloadType": "x"}',
+    b'{"payload": "!!!", "payloadType": "%s", "signatures": [{"keyid": "k", "sig": "AA=="}]}' % PAYLOAD_TYPE.encode(),
+    b'{"payload": "AA==", "payloadType": "text/plain", "signatures": [{"keyid": "k", "sig": "AA=="}]}',
+    b'{"payload": "AA==", "payloadType": "%s", "signatures": []}' % PAYLOAD_TYPE.encode(),
+    b'{"payload": "AA==", "payload": "AA==", "payloadType": "%s", "signatures": [{"keyid": "k", "sig": "AA=="}]}'
+    % PAYLOAD_TYPE.encode(),
+    b'{"payload": "AA==", "payloadType": "%s", "signatures": [{"keyid": "k", "sig": "AA=="}], "x": NaN}'
+    % PAYLOAD_TYPE.encode(),
+    b"\xff\xfe", b"[" * 60000,
+], ids=["empty", "text", "array", "no-signatures-field", "bad-base64", "wrong-type", "zero-signatures",
+        "duplicate-key", "nan", "not-utf8", "deep-nesting"])
+def test_malformed_envelopes_are_refused(ident, envelope):
+    with pytest.raises(ReportError) as err:
+        verify_report(envelope, ident.public_key, ident.device_id)
+    assert err.value.code == "E661"
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda r: r.update(counter=-1), lambda r: r.update(counter=2**53), lambda r: r.update(counter=True),
+    lambda r: r.update(extra_field=1), lambda r: r.update(format="edgefleet/report/v2"),
+    lambda r: r["telemetry"].update(latency_ms={"p50": 1, "p95": 2, "p99": 1e300}),
+    lambda r: r.update(observed_at="2026-12-01 10:00"), lambda r: r.update(workloads=[{"model": "m"}] * 33),
+    lambda r: r["conditions"][0].update(status="Yes"),
+], ids=["negative-counter", "huge-counter", "bool-counter", "unknown-field", "other-format", "huge-latency",
+        "bad-time", "too-many-workloads", "bad-condition"])
+def test_signed_but_invalid_payloads_are_refused(ident, mutate):
+    value = make_report(ident.device_id, 1).model_dump(mode="json")
+    mutate(value)
+    with pytest.raises(ReportError) as err:
+        verify_report(_resign(ident, json.dumps(value, sort_keys=True).encode()), ident.public_key, ident.device_id)
+    assert err.value.code == "E662"
+
+
+def test_nan_inside_a_signed_payload_is_refused(ident):
+    value = make_report(ident.device_id, 1).model_dump(mode="json")
+    text = rfc8785.dumps(value).replace(b'"inferences":0', b'"inferences":NaN')
+    with pytest.raises(ReportError) as err:
+        verify_report(_resign(ident, text), ident.public_key, ident.device_id)
+    assert err.value.code == "E662"
+
+
+def test_a_non_canonical_payload_is_refused(ident):
+    value = make_report(ident.device_id, 1).model_dump(mode="json")
+    with pytest.raises(ReportError) as err:
+        verify_report(_resign(ident, json.dumps(value, indent=1).encode()), ident.public_key, ident.device_id)
+    assert err.value.code == "E662" and "canonical" in err.value.message
+
+
+def test_oversize_envelopes_are_refused_before_parsing(ident):
+    with pytest.raises(ReportError) as err:
+        verify_report(b" " * (MAX_ENVELOPE + 1), ident.public_key, ident.device_id)
+    assert err.value.code == "E660"
+
+
+def test_a_malformed_enrolled_key_is_a_distinct_error(ident):
+    with pytest.raises(ReportError) as err:
+        verify_report(signed(ident, 1), "ed25519:xyz", ident.device_id)
+    assert err.value.code == "E666"
+
+
+def test_check_sequence_refuses_a_counter_that_does_not_grow(ident):
+    report = make_report(ident.device_id, 5)
+    check_sequence(None, report)
+    check_sequence(4, report)
+    for previous in (5, 6):
+        with pytest.raises(ReportError) as err:
+            check_sequence(previous, report)
+        assert err.value.code == "E665"
+
+
+def test_report_model_refuses_nan_directly():
+    with pytest.raises(ValueError):
+        Latency(p50=float("nan"), p95=1.0, p99=1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048) | st.text(max_size=512).map(str.encode))
+def test_arbitrary_bytes_only_ever_raise_report_error(data):
+    from edgefleet.agent.identity import public_key_string
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    key = public_key_string(Ed25519PrivateKey.from_private_bytes(b"\x01" * 32).public_key())
+    with pytest.raises(ReportError):
+        verify_report(data, key, "pa-robot-001")
+
+
+def test_report_default_fields_round_trip():
+    report = Report(device="d1", counter=0, observed_at="2026-12-01T10:00:00Z")
+    assert Report.model_validate_json(report.model_dump_json()) == report
+
+
+def test_the_largest_valid_report_still_fits_the_envelope_bound(ident):
+    from edgefleet.agent.conditions import CONDITION_TYPES, Condition
+    from edgefleet.agent.conditions import MAX_MESSAGE
+    from edgefleet.agent.report import MAX_WORKLOADS, WorkloadStatus
+    long_name = "m" + "x" * 61 + "m"
+    version = "1.2.3-" + "a" * 64
+    report = make_report(ident.device_id, 2**53 - 1, workloads=[WorkloadStatus(
+        model=long_name, rollout=long_name, wave=long_name, desired_version=version, serving_version=version,
+        update="ProbeFailed")] * MAX_WORKLOADS, conditions=[Condition(
+            type=t, status="Unknown", reason="R" * 64, message="\U0001F600" * (MAX_MESSAGE - 1) + "\x01", observed_generation="f" * 64,
+            last_transition="2026-12-01T10:00:00.123456Z") for t in CONDITION_TYPES])
+    env = sign_report(report, ident)
+    assert len(env) <= MAX_ENVELOPE
+    assert verify_report(env, ident.public_key, ident.device_id) == report
+
+
+def test_a_condition_type_twice_is_refused(ident):
+    report = make_report(ident.device_id, 1)
+    with pytest.raises(ValueError):
+        make_report(ident.device_id, 1, conditions=report.conditions * 2)
