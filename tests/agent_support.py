@@ -87,8 +87,9 @@ class DesiredRepo:
         from datetime import datetime, timezone
 
         from edgefleet.desired.gitio import commit_tree
+        from edgefleet.pipeline.compile import published_files
 
-        commit_tree(self.tree, "desired-state", message, datetime.now(timezone.utc))
+        commit_tree(self.tree, "desired-state", message, datetime.now(timezone.utc), files=published_files(self.tree))
 
     def snapshot(self, dest: Path) -> Path:
         shutil.copytree(self.tree, dest)

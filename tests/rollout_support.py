@@ -19,6 +19,7 @@ from edgefleet.agent.identity import DeviceIdentity, enroll
 from edgefleet.agent.report import Generation, Latency, Report, TelemetrySummary, WorkloadStatus, sign_report
 from edgefleet.desired.compile import prepare
 from edgefleet.desired.gitio import commit_tree
+from edgefleet.pipeline.compile import published_files
 from edgefleet.desired.release import read_previous_releases
 from edgefleet.load.repo import read_repository
 from edgefleet.signing.keys import init_keys
@@ -162,7 +163,7 @@ def compile_and_commit(root: Path, desired: Path, keys_dir: Path, when: datetime
     targets = (TargetFile(d.path, d.data, d.custom()) for d in compiler.stream(previous, previous.next_release))
     spec = repo.fleet.doc.spec
     publish(desired, targets, load_keys(keys_dir), spec.expiry, when, spec.signing.hash_bins)
-    commit_tree(desired, "desired-state", "compile", when)
+    commit_tree(desired, "desired-state", "compile", when, files=published_files(desired))
 
 
 def hours(n: float) -> timedelta:
