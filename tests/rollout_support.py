@@ -80,7 +80,7 @@ class Fleet:
 
     def generation(self) -> dict[str, tuple[str, int]]:
         previous = read_previous_releases(self.desired)
-        return {d: (entry[1].hex(), entry[0]) for d in self.identities
+        return {d: (entry.sha256, entry.release_counter) for d in self.identities
                 for entry in [previous.entries[_target_path(d)]]}
 
     def report(self, device: str, at: datetime, *, serving: str | None = "1.1.0", update: str = "Committed",

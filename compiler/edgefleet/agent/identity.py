@@ -29,12 +29,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edgefleet.core.ids import is_device_id
 from edgefleet.core.fsutil import fsync_dir
 
 IDENTITY_DIR = "identity"
 KEY_FILE = "device.key"
 INFO_FILE = "device.json"
-DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # spec.device.DeviceId
 PUBLIC_KEY = re.compile(r"^ed25519:([0-9a-f]{64})$")  # spec.device.PublicKey
 _MAX_KEY_FILE = 4096
 
@@ -93,7 +93,7 @@ def verify_signature(public_key: str, signature: bytes, data: bytes) -> bool:
 
 def enroll(state_dir: Path, device_id: str) -> DeviceIdentity:
     """Make the device's key in `state_dir`; refuse if one exists (E650) or the id is invalid (E654)."""
-    if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id):
+    if not is_device_id(device_id):
         raise IdentityError("E654", f"invalid device id {device_id!r}",
                             "use lower-case letters, digits, '.', '_' and '-' (at most 63), as in the inventory")
     folder = identity_dir(state_dir)
@@ -156,7 +156,7 @@ def load_identity(state_dir: Path) -> DeviceIdentity:
         device_id, recorded = data["device"], data["public_key"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise IdentityError("E653", f"cannot read {INFO_FILE}: {exc}", "", str(info_path)) from exc
-    if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id):
+    if not is_device_id(device_id):
         raise IdentityError("E653", f"{INFO_FILE} holds an invalid device id", "", str(info_path))
     if recorded != public:
         raise IdentityError("E653", f"{INFO_FILE} names another public key than the key file holds", "", str(info_path))

@@ -27,7 +27,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from securesystemslib.dsse import Envelope
 
 from edgefleet.agent.conditions import CONDITION_TYPES, Condition, Rfc3339Utc, Sha256Hex
-from edgefleet.agent.identity import DEVICE_ID, PUBLIC_KEY, DeviceIdentity, verify_signature
+from edgefleet.agent.identity import PUBLIC_KEY, DeviceIdentity, verify_signature
+from edgefleet.core.ids import DEVICE_ID_PATTERN
 
 REPORT_FORMAT = "edgefleet/report/v1"
 PAYLOAD_TYPE = "application/vnd.edgefleet.report.v1+json"
@@ -37,7 +38,7 @@ MAX_COUNTER = 2**53 - 1  # the largest integer canonical JSON (RFC 8785) carries
 UpdateStatus = Literal["Idle", "Downloading", "Staged", "Probing", "Switched", "Committed",
                        "ProbeFailed", "RolledBack", "UpdateFailed", "Waiting"]
 
-DeviceId = Annotated[str, Field(pattern=DEVICE_ID.pattern)]
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 Version = Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]{1,64})?$", max_length=96)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNTER)]

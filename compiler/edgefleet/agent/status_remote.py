@@ -40,7 +40,8 @@ from pathlib import Path
 
 import rfc8785
 
-from edgefleet.agent.identity import DEVICE_ID, PUBLIC_KEY
+from edgefleet.agent.identity import PUBLIC_KEY
+from edgefleet.core.ids import is_device_id
 from edgefleet.agent.report import MAX_ENVELOPE, ReportError, check_sequence, unverified_counter, verify_report
 from edgefleet.core.fsutil import fsync_dir
 
@@ -80,7 +81,7 @@ def push_reports(remote_url: str, device_id: str, envelopes: Iterable[bytes], *,
     `work_dir` (git only) is a bare repository kept between pushes, e.g. in the state
     directory, so a push needs no fetch; without it a temporary one fetches the tip.
     """
-    if not DEVICE_ID.fullmatch(device_id or ""):
+    if not is_device_id(device_id):
         raise StatusRemoteError("E680", f"invalid device id {device_id!r}")
     envelopes = list(envelopes)
     if not envelopes:
@@ -263,7 +264,7 @@ def _read_git(git_dir: Path, wanted: set[str] | None) -> Iterator[tuple[str, byt
     refs = _git(git_dir, "for-each-ref", "--format=%(refname)", STATUS_PREFIX).split()
     for ref in sorted(refs):
         device = ref[len(STATUS_PREFIX):]
-        if not DEVICE_ID.fullmatch(device) or (wanted is not None and device not in wanted):
+        if not is_device_id(device) or (wanted is not None and device not in wanted):
             continue
         commits = _git(git_dir, "rev-list", "--reverse", "--first-parent", ref).split()
         with _CatFile(git_dir) as cat:
@@ -283,7 +284,7 @@ def _read_objects(url: str, wanted: set[str] | None) -> Iterator[tuple[str, byte
         folder = Path(root) / "status"
         wanted = {p.name[:-5] for p in folder.glob("*.json")} if folder.is_dir() else set()
     for device in sorted(wanted):
-        if not DEVICE_ID.fullmatch(device):
+        if not is_device_id(device):
             continue
         try:
             data = backend.read(f"status/{device}.json")
@@ -346,7 +347,7 @@ def install_status_hook(repo_dir: Path, enrolled: Mapping[str, str], *, python: 
     if git_dir is None:
         raise StatusRemoteError("E681", f"{repo_dir} is not a git repository", "git init --bare DIR first")
     for device, key in enrolled.items():
-        if not isinstance(device, str) or not DEVICE_ID.fullmatch(device):
+        if not is_device_id(device):
             raise StatusRemoteError("E681", f"invalid device id {device!r} in the enrolled keys")
         if not isinstance(key, str) or not PUBLIC_KEY.fullmatch(key):
             raise StatusRemoteError("E681", f"device {device}: the public key is not 'ed25519:' and 64 hex digits")
@@ -421,7 +422,7 @@ def _check_update(git_dir: Path, old: str, new: str, ref: str, enrolled: Mapping
     if not ref.startswith(STATUS_PREFIX):
         raise _Refused("E682", "only refs/status/<device-id> may be pushed to a status repository")
     device = ref[len(STATUS_PREFIX):]
-    if not DEVICE_ID.fullmatch(device):
+    if not is_device_id(device):
         raise _Refused("E682", f"{device[:80]!r} is not a device id")
     key = enrolled.get(device)
     if key is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from edgefleet.agent.identity import DEVICE_ID
+from edgefleet.core.ids import is_device_id
 
 UNIT_TEMPLATE = "agent/edgefleet-agent.service.j2"
 
@@ -85,7 +85,7 @@ def render_systemd_unit(*, state_dir: Path, device: str, remote: str, root: Path
     for path in rw:
         if any(c.isspace() for c in path) or not path.startswith("/"):
             raise TemplateError(UNIT_TEMPLATE, f"ReadWritePaths needs absolute paths without spaces: {path!r}")
-    if not DEVICE_ID.fullmatch(device) or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+    if not is_device_id(device) or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
         raise TemplateError(UNIT_TEMPLATE, "invalid device id or user name")
     if not re.fullmatch(r"\d+[KMGT]?|infinity", memory_max):
         raise TemplateError(UNIT_TEMPLATE, f"MemoryMax takes bytes with K, M, G or T, not {memory_max!r}")

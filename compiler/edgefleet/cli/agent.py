@@ -95,7 +95,7 @@ def run_enroll(args) -> int:
 def _parse_now(value: str):
     from datetime import timezone
 
-    from edgefleet.cli.compile import parse_time
+    from edgefleet.pipeline.common import parse_time
 
     return parse_time(value).astimezone(timezone.utc)
 

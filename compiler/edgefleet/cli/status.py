@@ -41,7 +41,7 @@ def register(sub) -> None:
 
 
 def parse_now(value: str | None) -> datetime:
-    from edgefleet.cli.compile import parse_time
+    from edgefleet.pipeline.common import parse_time
 
     return parse_time(value) if value else datetime.now(timezone.utc).replace(microsecond=0)
 
