@@ -100,6 +100,42 @@ def fetch_blob(store: str, digest: str, size: int, cache: Path, *, margin: int =
     return done
 
 
+BUNDLE_CAP = 1 << 20  # a Sigstore bundle is a few KB; anything larger is refused, not read
+
+
+def fetch_store_file(store: str, rel: str, cache: Path, cap: int = BUNDLE_CAP) -> bytes | None:
+    """A small file of the store named by path, not digest (an artifact's provenance bundle,
+    `keys/<key>/provenance.sigstore.json`), capped at `cap` bytes; None when the store has none.
+    Not trusted: its contents are what the caller then verifies."""
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    part = cache / (hashlib.sha256(rel.encode()).hexdigest() + ".part")
+    _discard(part)
+    try:
+        if "://" not in store or store.startswith("file://"):
+            src = Path(_local_path(store)) / rel
+            if not src.is_file():
+                return None
+            _copy_local(src, part, 0, cap)
+        elif store.startswith(("http://", "https://")):
+            try:
+                _get_http(store.rstrip("/") + "/" + rel, part, 0, cap)
+            except AgentError as exc:
+                if "HTTP 404" in exc.message:
+                    return None
+                raise
+        else:
+            try:
+                _get_object(store, rel, part, cap)
+            except AgentError as exc:
+                if exc.code == "E618":
+                    return None
+                raise
+        return part.read_bytes()
+    finally:
+        _discard(part)
+
+
 def _local_path(store: str) -> str:
     return urlparse(store).path if store.startswith("file://") else store
 

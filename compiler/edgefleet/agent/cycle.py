@@ -96,6 +96,7 @@ class Agent:
         self.journal_path = self.state_dir / JOURNAL
         self.degraded: str | None = None
         self.observed = Observed()
+        self._tree: Path | None = None  # the fetched desired-state tree of this cycle
 
     # -- journal -------------------------------------------------------------------------
     def _save(self, journal: Journal) -> Journal:
@@ -185,6 +186,7 @@ class Agent:
             self._save(machine.finish(journal))
             return self._result(False, f"{exc.message}; serving {self._serving_text()}", exc.code, offline=True)
         journal = self._enter(journal, "verify")
+        self._tree = fetched.tree
         try:
             verified = verify_device(fetched.tree, cfg.device, cfg.trusted_root, cfg.clock(),
                                      last_counter=journal.last_counter,
@@ -379,11 +381,37 @@ class Agent:
         total = ref.artifact.size + sum(f.size for f in ref.artifact.files)
         artifacts.check_free_space(cache, 2 * total, margin)  # the download and its staged copy
         art = artifacts.fetch_blob(store, ref.artifact.digest, ref.artifact.size, cache, margin=margin)
+        self._check_provenance(desired, ref, store, cache)
         extra = {f.name: artifacts.fetch_blob(store, f.digest, f.size, cache, margin=margin)
                  for f in ref.artifact.files}
         golden = artifacts.fetch_blob(store, ref.probe.golden_input_sha256, 64 * 1024 * 1024, cache,
                                       margin=margin, exact=False)
         return {"artifact": art, "golden": golden, "extra": extra}
+
+    def _check_provenance(self, desired, ref, store: str, cache: Path) -> None:
+        """Before anything is staged: the artifact's Sigstore provenance, when the fleet requires it,
+        verified offline against the trusted root the device got through TUF (and no other)."""
+        from edgefleet.build.store import SIGNATURE
+        from edgefleet.pipeline.verify_artifact import staging_refusal
+        from edgefleet.signing.verify import VerifyError, verify_fleet_target
+
+        policy = desired.provenance
+        if not policy.required:
+            return
+        root = None
+        if policy.trusted_root:
+            try:
+                root = verify_fleet_target(self._tree, policy.trusted_root, self.config.trusted_root,
+                                           self.config.clock(), metadata_cache=self.state_dir / "tuf").data
+            except VerifyError as exc:
+                raise AgentError("E620", f"the Sigstore trusted root does not verify through TUF: {exc.reason}",
+                                 exc.hint, reason="ProvenanceRefused") from None
+        bundle = artifacts.fetch_store_file(store, f"keys/{ref.artifact.key}/{SIGNATURE}", cache)
+        refusal = staging_refusal(policy, ref.artifact.digest, bundle, root)
+        if refusal is not None:
+            raise AgentError("E620", f"provenance of {ref.version} refused: {refusal}",
+                             "the artifact is not staged; build it in CI (keyless Sigstore signing) or set "
+                             "fleet.yaml signing.require_provenance: false", reason="ProvenanceRefused")
 
     def _probe(self, staged: slots.SlotInfo) -> Runner:
         from edgefleet.agent.probe import load_golden, run_probe

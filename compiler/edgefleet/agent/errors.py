@@ -13,12 +13,16 @@ condition and a report, and the device keeps serving what it served. Codes:
   E614 loop guard: too many state saves in one update
   E615 offline longer than max_offline             E616 status remote push failed (reports stay queued)
   E617 device not enrolled / identity missing      E618 artifact store read failed (missing blob, I/O)
-  E619 another agent holds the state directory
+  E619 another agent holds the state directory      E620 provenance refused before staging
 """
 
 from __future__ import annotations
 
-CODES = {
+from edgefleet.core.codes import REGISTRY
+
+# The default CamelCase condition reason of each agent code (a caller may name a finer one);
+# what each code means is in the one registry, edgefleet/core/codes.py.
+REASONS = {
     "E601": "remote unreachable",
     "E602": "branch or tree missing on the remote",
     "E603": "desired state not usable",
@@ -38,6 +42,7 @@ CODES = {
     "E617": "device not enrolled",
     "E618": "artifact store read failed",
     "E619": "state directory in use",
+    "E620": "provenance refused",
 }
 
 
@@ -45,10 +50,10 @@ class AgentError(Exception):
     """A step failed for a reason the device reports; the served model is unaffected."""
 
     def __init__(self, code: str, message: str, hint: str = "", reason: str = ""):
-        assert code in CODES or code.startswith("E5"), code
+        assert code in REGISTRY, code
         self.code = code
         self.message = message
         self.hint = hint
         # CamelCase reason for conditions, e.g. "DigestMismatch"
-        self.reason = reason or "".join(w.capitalize() for w in CODES.get(code, "VerifyFailed").split()[:3])
+        self.reason = reason or "".join(w.capitalize() for w in REASONS.get(code, "VerifyFailed").split()[:3])
         super().__init__(f"error[{code}]: {message}")

@@ -169,6 +169,7 @@ _CODES = (
     Code("E617", 'device not enrolled'),
     Code("E618", 'artifact store read failed (missing blob, unreachable)'),
     Code("E619", 'another agent is running on this state directory (`agent.lock`, flock)'),
+    Code("E620", "provenance refused before staging: the fleet requires it and the artifact's Sigstore bundle is missing or does not verify against the TUF-shipped trusted root and the signer policy"),
     Code("E650", '`enroll`: this device already has a key (never overwritten)'),
     Code("E651", 'no device key: run `edgefleet agent enroll`'),
     Code("E652", 'the device key is readable by others (`chmod 600`)'),

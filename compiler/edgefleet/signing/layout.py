@@ -88,10 +88,12 @@ def device_sparse_dirs(device_id: str, bit_length: int | None) -> list[str]:
     Cone mode also takes the files directly inside every parent of a listed directory, so
     listing the device's bin shard brings the top-level metadata (`metadata/*.json`) too.
     Before the device knows the bin count (`bit_length`, from `targets.json`'s succinct
-    delegation) it lists only the bins folder's parent level.
+    delegation) it lists only the bins folder's parent level. The fleet-wide targets' folders
+    (the Sigstore trusted root) are listed too.
     """
     target_dir = f"targets/devices/{target_shard(device_id)}"
+    fleet_dirs = sorted({f"targets/{p.rpartition('/')[0]}" for p in FLEET_TARGETS})
     if bit_length is None:
-        return [f"metadata/{BINS_PREFIX}/-", target_dir]  # "-" names no shard: parents only
+        return [f"metadata/{BINS_PREFIX}/-", target_dir, *fleet_dirs]  # "-" names no shard: parents only
     shard = bin_for_target(device_target_path(device_id), bit_length).split("-", 1)[1][:BIN_SHARD_HEX]
-    return [f"metadata/{BINS_PREFIX}/{shard}", target_dir]
+    return [f"metadata/{BINS_PREFIX}/{shard}", target_dir, *fleet_dirs]
