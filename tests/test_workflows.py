@@ -7,7 +7,8 @@
   applied here to its `runner-label` findings;
 - the scaffold's pull-request and release flow run step by step on a scratch repository
   with real git (tests/workflow_runner.py): PR branch → validate/plan → merge → build matrix →
-  build each entry → compile → commit and push the desired-state branch → verify a device.
+  build each entry → compile → commit and push the desired-state branch → verify a device →
+  an agent pulls the branch over a git daemon and serves the model.
 """
 
 from __future__ import annotations
@@ -169,6 +170,25 @@ def test_pull_request_then_merge_then_release_runs_locally_with_real_git(tmp_pat
                      "--format", "json")
     state = json.loads(proc.stdout)
     assert state["ok"] and state["device"] == "edge-004"
+
+    # A device pulls the desired-state branch from the remote (git over a real git daemon on
+    # 127.0.0.1), verifies it offline and serves the model its state names.
+    from tests.agent_support import agent_state, git_daemon
+
+    (tmp_path / "served").mkdir()
+    git(tmp_path, "clone", "-q", "--bare", str(origin), str(tmp_path / "served" / "origin.git"))
+    with git_daemon(tmp_path / "served") as (url, _proc):
+        device_state = tmp_path / "edge-004"
+        proc = subprocess.run([sys.executable, "-m", "edgefleet", "agent", "run", "--state-dir", str(device_state),
+                               "--device", "edge-004", "--remote", f"{url}/origin.git", "--branch", "desired-state",
+                               "--root", str(checkout / "metadata/1.root.json"),
+                               "--store", str(fleet / ".edgefleet/artifacts"), "--once", "--soak", "0.2s",
+                               "--confirm-inferences", "5"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    serving = agent_state(device_state)["serving"]
+    wanted = state["desired_state"]["workloads"][0]["run"]
+    assert serving["model"] == "digits" and serving["version"] == wanted["version"]
+    assert serving["digest"] == "sha256:" + wanted["artifact"]["digest"]
 
     # A second release with nothing new: everything is a cache hit and nothing is committed.
     again = run_job(release, "matrix", cwd=fleet)
