@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from edgefleet.core.fsutil import sha256_file
 from edgefleet.agent.errors import AgentError
 
 CHUNK = 256 * 1024
@@ -56,7 +57,7 @@ def fetch_blob(store: str, digest: str, size: int, cache: Path, *, margin: int =
     cache.mkdir(parents=True, exist_ok=True)
     done = cache / digest
     if done.is_file():
-        if (done.stat().st_size == size or not exact) and _sha256(done) == digest:
+        if (done.stat().st_size == size or not exact) and sha256_file(done) == digest:
             return done
         done.unlink()  # a corrupted cache file: fetch again
     part = cache / f"{digest}.part"
@@ -89,7 +90,7 @@ def fetch_blob(store: str, digest: str, size: int, cache: Path, *, margin: int =
     if exact and got != size:
         raise AgentError("E605", f"sha256:{digest}: the store gave {got} of {size} bytes",
                          "a truncated download; it resumes on the next poll", reason="Truncated")
-    actual = _sha256(part)
+    actual = sha256_file(part)
     if actual != digest:
         _discard(part)
         raise AgentError("E605", f"artifact digest mismatch: expected sha256:{digest}, got sha256:{actual}",
@@ -209,9 +210,3 @@ def _get_object(store: str, rel: str, part: Path, size: int) -> None:
     _append(part, [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)], 0, size)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

@@ -20,6 +20,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgefleet.core.fsutil import sha256_file
 from edgefleet.agent.durable import swap_symlink, write_json
 from edgefleet.agent.errors import AgentError
 from edgefleet.core.fsutil import fsync_dir
@@ -77,19 +78,13 @@ def read_slot(state_dir: Path, slot: str, check_digests: bool = True) -> SlotInf
     if check_digests:
         for name, digest in meta.get("files", {}).items():
             try:
-                if _sha256(path / name) != digest:
+                if sha256_file(path / name) != digest:
                     return None
             except OSError:
                 return None
     return SlotInfo(slot, meta, path)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def stage(state_dir: Path, slot: str, meta: dict, artifact: Path, golden: Path | None,
@@ -113,11 +108,11 @@ def stage(state_dir: Path, slot: str, meta: dict, artifact: Path, golden: Path |
     for fname, src in (extra or {}).items():
         shutil.copyfile(src, path / fname)
         _fsync(path / fname)
-        files[fname] = _sha256(path / fname)
+        files[fname] = sha256_file(path / fname)
     if golden is not None:
         shutil.copyfile(golden, path / GOLDEN)
         _fsync(path / GOLDEN)
-        files[GOLDEN] = _sha256(path / GOLDEN)
+        files[GOLDEN] = sha256_file(path / GOLDEN)
     fsync_dir(path)
     record = {**meta, "files": files, "slot": slot}
     write_json(path / META, record)

@@ -21,12 +21,12 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.build.resolve import ResolvedNeed
+from edgefleet.core.fsutil import sha256_file  # noqa: F401 - re-exported for the build's callers
 from edgefleet.core.paths import resolve_inside
 
 # Bump when the meaning of a key changes (new input, different recipe semantics):
 # every artifact is then rebuilt once instead of a stale one being reused.
 KEY_FORMAT = "edgefleet/artifact-key/v1"
-_CHUNK = 1 << 20
 
 
 class KeyInputs(BaseModel):
@@ -48,12 +48,6 @@ class KeyInputs(BaseModel):
     toolchain: dict[str, str]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class FileDigests:

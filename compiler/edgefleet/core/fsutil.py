@@ -3,8 +3,11 @@ rename is only crash-safe once the bytes and then the directory entry reach the 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+
+_CHUNK = 1 << 20
 
 
 def write_durable(path: Path, data: bytes) -> None:
@@ -22,3 +25,12 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (the one file-digest helper)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

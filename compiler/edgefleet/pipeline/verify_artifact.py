@@ -8,10 +8,10 @@ signed in-toto statement names the artifact's sha256 as a subject.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgefleet.core.fsutil import sha256_file
 from edgefleet.build.signing import GITHUB_ISSUER, ProvenanceError, VerifiedProvenance, verify_provenance
 
 
@@ -27,17 +27,11 @@ class ArtifactVerdict:
         return self.reason is None
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_artifact(artifact: Path, bundle: bytes, trusted_root: Path, identity: str,
                     issuer: str = GITHUB_ISSUER, repository: str | None = None) -> ArtifactVerdict:
-    digest = file_sha256(artifact)
+    digest = sha256_file(artifact)
     try:
         verified = verify_provenance(bundle, digest, trusted_root, identity, issuer, repository=repository)
     except ProvenanceError as exc:
