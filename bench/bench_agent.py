@@ -205,6 +205,7 @@ def daemon_timing(work: Path, desired, remote: str, store: str) -> dict:
 def generated_tree(work: Path, count: int, v1: bytes, v2: bytes, keys: Path) -> tuple[Path, Path, callable]:
     """A desired-state repo of `count` devices: the example device's real states under generated ids."""
     from edgefleet.desired.gitio import commit_tree
+    from edgefleet.pipeline.compile import published_files
     from edgefleet.signing import device_target_path
     from edgefleet.signing.keys import load_keys
     from edgefleet.signing.publish import TargetFile, publish
@@ -233,7 +234,7 @@ def generated_tree(work: Path, count: int, v1: bytes, v2: bytes, keys: Path) -> 
     def pub(changed: bool):
         now = datetime.now(timezone.utc)
         publish(tree, targets(changed), role_keys, ExpiryWindows(), now)
-        commit_tree(tree, "desired-state", "bench", now)
+        commit_tree(tree, "desired-state", "bench", now, files=published_files(tree))
 
     t0 = time.perf_counter()
     pub(False)
