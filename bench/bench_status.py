@@ -122,15 +122,16 @@ def setup(work: Path, devices: int) -> dict:
     reports_dir = work / "reports"
     (reports_dir / "status").mkdir(parents=True)
     for i, identity in enumerate(identities):
-        release, sha = previous.entries[device_target_path(identity.device_id)]
+        entry = previous.entries[device_target_path(identity.device_id)]
+        release, sha = entry.release_counter, entry.sha256
         failed = i % 200 == 0  # 0.5% fail: under the 2% budget
-        conditions = [Condition(type="Ready", status="True", reason="Serving", observed_generation=sha.hex(),
+        conditions = [Condition(type="Ready", status="True", reason="Serving", observed_generation=sha,
                                 last_transition="2026-12-01T09:00:00Z")]
         if failed:
             conditions.append(Condition(type="UpdateFailed", status="True", reason="ProbeFailed",
-                                        observed_generation=sha.hex(), last_transition="2026-12-01T09:00:00Z"))
+                                        observed_generation=sha, last_transition="2026-12-01T09:00:00Z"))
         report = Report(device=identity.device_id, counter=1, observed_at="2026-12-01T10:00:00Z",
-                        generation=Generation(target_sha256=sha.hex(), release_counter=release),
+                        generation=Generation(target_sha256=sha, release_counter=release),
                         workloads=[WorkloadStatus(model="meter-digits", rollout="bench-rollout",
                                                   desired_version="1.1.0",
                                                   serving_version="1.0.0" if failed else "1.1.0",
