@@ -145,9 +145,10 @@ def validate(state: _State) -> list[Diagnostic]:
 
     if state.request.repo is not None:
         from edgefleet.core.diagnostics import sorted_diagnostics
-        from edgefleet.pipeline.validate import check_fleet
+        from edgefleet.pipeline.validate import check_fleet, private_key_diagnostics
 
-        state.repo, diags = state.request.repo, sorted_diagnostics(check_fleet(state.request.repo))
+        repo = state.request.repo
+        state.repo, diags = repo, sorted_diagnostics([*check_fleet(repo), *private_key_diagnostics(repo)])
     else:
         state.repo, diags = validate_repository(state.request.root)
     if state.request.commit is DEFAULT_BRANCH and state.repo.fleet is not None:
@@ -161,12 +162,13 @@ def validate(state: _State) -> list[Diagnostic]:
 def guard_secrets(state: _State) -> list[Diagnostic]:
     from edgefleet.signing.keys import find_private_keys
 
-    repo, request = state.repo, state.request
-    out = [private_key_inside_fleet(repo, path) for path in find_private_keys(repo.root)]
+    # Keys inside the fleet itself are E510 of the validate step (one scan, one definition).
     if state.branch is None:
-        return out
+        return []
     from edgefleet.desired.gitio import check_commit_target
 
+    request = state.request
+    out: list[Diagnostic] = []
     target = request.out.resolve()
     if request.keys_dir is not None:
         keys = request.keys_dir.resolve()
@@ -182,15 +184,6 @@ def guard_secrets(state: _State) -> list[Diagnostic]:
                 "with `edgefleet keys rotate`"))
     out += check_commit_target(request.root, target, state.branch)
     return out
-
-
-def private_key_inside_fleet(repo, path: Path) -> Diagnostic:
-    rel = path.relative_to(repo.root).as_posix()
-    return error(
-        "E510", "a private key is inside the fleet repository", Location(repo.display(rel), 1, 1),
-        "move it out of the repository (keys live in a 0600 directory outside git, or in "
-        "EDGEFLEET_KEY_<ROLE> variables); if it was ever committed, treat it as leaked: "
-        "rotate it with `edgefleet keys rotate` and purge it from the git history")
 
 
 def prepare(state: _State) -> list[Diagnostic]:
