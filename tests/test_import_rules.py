@@ -64,8 +64,10 @@ ALLOWED = {
     "pipeline": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "gitops", "rollout",
                  "agent"},
     "agent": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "pipeline"},
+    "simulate": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "gitops", "rollout",
+                 "pipeline", "agent"},
     "cli": {"core", "spec", "load", "rules", "analysis", "build", "signing", "desired", "pipeline", "agent", "gitops",
-            "rollout"},
+            "rollout", "simulate"},
     "__main__": {"cli"},
 }
 
