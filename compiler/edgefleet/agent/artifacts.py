@@ -3,9 +3,13 @@
     downloads/<digest>.part    bytes so far (a restart resumes from its length)
     downloads/<digest>         complete and checked: the digest matched
 
-Sources: a local store directory, an `http(s)://` store (plain GETs; a partial file is
-resumed with a `Range` request), or an object store URL (`s3://`, `file://`) through
-`edgefleet.build.store.ObjectStore` (imported only then). Every source reads the same
+Sources: a local store directory or `file://` URL, an `http(s)://` store (plain GETs; a
+partial file is resumed with a `Range` request), or an `s3://bucket/prefix` object store
+(the bucket and prefix parsed by `edgefleet.build.store.ObjectStore`, imported only then;
+boto3 streams the object with a ranged GET, so a partial file resumes there too, and an
+object larger than the declared size is refused from its Content-Length before a byte is
+read). The S3 endpoint and credentials come from boto3's usual chain: `AWS_ENDPOINT_URL`
+(or `AWS_ENDPOINT_URL_S3`) for MinIO, Ceph and other S3-compatible stores. Every source reads the same
 content-addressed path, `blobs/sha256/<digest>`, never a path the state names, so a state
 cannot point the agent at other files. The declared size is a hard cap (more bytes is
 E606, stopped at the cap), the digest is checked before the file is used (E605), and free
@@ -73,7 +77,7 @@ def fetch_blob(store: str, digest: str, size: int, cache: Path, *, margin: int =
         elif store.startswith(("http://", "https://")):
             _get_http(store.rstrip("/") + "/" + rel, part, have, size)
         else:
-            _get_object(store, rel, part, size)
+            _get_object(store, rel, part, have, size)
     except AgentError as exc:
         if exc.code == "E606":
             _discard(part)
@@ -127,9 +131,9 @@ def fetch_store_file(store: str, rel: str, cache: Path, cap: int = BUNDLE_CAP) -
                 raise
         else:
             try:
-                _get_object(store, rel, part, cap)
+                _get_object(store, rel, part, 0, cap)
             except AgentError as exc:
-                if exc.code == "E618":
+                if exc.reason == "BlobMissing":  # absent; an unreachable store is an error
                     return None
                 raise
         return part.read_bytes()
@@ -195,18 +199,73 @@ def _get_http(url: str, part: Path, have: int, size: int) -> None:
                          "on the next poll", reason="Truncated") from None
 
 
-def _get_object(store: str, rel: str, part: Path, size: int) -> None:
+S3_ATTEMPTS = 3  # botocore's standard retry mode: throttling and 5xx retried, with backoff
+
+
+def _s3_client():
+    """A client with bounded timeouts and retries: a device must not hang on a dead store."""
+    import boto3  # type: ignore[import-not-found]
+    from botocore.config import Config  # type: ignore[import-not-found]
+
+    return boto3.client("s3", config=Config(connect_timeout=TIMEOUT, read_timeout=TIMEOUT,
+                                            retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"}))
+
+
+def _get_object(store: str, rel: str, part: Path, have: int, size: int) -> None:
+    """Stream `rel` of an s3:// store into `part`, resuming after its first `have` bytes."""
     from edgefleet.build.store import ObjectStore, StoreError
 
     try:
         backend = ObjectStore.from_url(store).backend
-        data = backend.read(rel)
     except StoreError as exc:
-        raise AgentError("E604", str(exc), "give --store a directory, http(s):// or s3:// URL") from None
-    if data is None:
-        raise AgentError("E618", f"no object {rel} in {store}", reason="BlobMissing")
-    if part.exists():
-        part.unlink()
-    _append(part, [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)], 0, size)
+        raise AgentError("E604", str(exc), "give --store a directory, http(s):// or s3://bucket/prefix URL",
+                         reason="NoStore") from None
+    bucket, key = getattr(backend, "bucket", None), getattr(backend, "_name", None)
+    if bucket is None or key is None:  # a file:// URL is read as a local path before this
+        raise AgentError("E604", f"{store}: not an s3:// store", "give --store s3://bucket/prefix")
+    key = key(rel)
+    where = f"s3://{bucket}/{key}"
+    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-not-found]
 
-
+    try:
+        client = _s3_client()
+        args = {"Bucket": bucket, "Key": key, **({"Range": f"bytes={have}-"} if have else {})}
+        try:
+            resp = client.get_object(**args)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if err.get("Code") == "InvalidRange" or status == 416:
+                if have == size:
+                    return  # the part file is already whole
+                part.unlink()  # the object is shorter than the part file: start over next poll
+                raise AgentError("E605", f"{where}: holds fewer bytes than the {have} already downloaded",
+                                 "the download restarts on the next poll", reason="Truncated") from None
+            if err.get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise AgentError("E618", f"no object {where} (the store has no blob {rel})",
+                                 "check --store (or the fleet's artifact_store.url) names the store the fleet "
+                                 "was built into; the current model keeps serving", reason="BlobMissing") from None
+            raise AgentError("E618", f"GET {where}: {err.get('Code') or status}: {err.get('Message', '')}".rstrip(": "),
+                             "check the bucket, the device's credentials (AWS_* or its instance role) and "
+                             "AWS_ENDPOINT_URL for a non-AWS store", reason="StoreUnavailable") from None
+        length = int(resp.get("ContentLength") or 0)
+        if have and "ContentRange" not in resp:
+            part.unlink()  # the store ignored the range: start over
+            have = 0
+        if have + length > size:
+            resp["Body"].close()
+            raise AgentError("E606", f"{where}: the object has {have + length} bytes, more than the declared {size}",
+                             "the signed state's size is a hard cap; the store holds other bytes", reason="Oversized")
+        body = resp["Body"]
+        try:
+            _append(part, iter(lambda: body.read(CHUNK), b""), have, size)
+        finally:
+            body.close()
+    except BotoCoreError as exc:
+        got = part.stat().st_size if part.exists() else 0
+        if got > have:  # the body broke off: keep what arrived, resume with a ranged GET
+            raise AgentError("E605", f"GET {where}: the download broke off after {got} of {size} bytes "
+                             f"({type(exc).__name__})", "a truncated download; it resumes with a ranged GET "
+                             "on the next poll", reason="Truncated") from None
+        raise AgentError("E618", f"GET {where}: {exc}", "the store is unreachable; the download resumes "
+                         "on the next poll", reason="StoreUnavailable") from None
