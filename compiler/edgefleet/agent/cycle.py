@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from edgefleet.agent import artifacts, machine, slots
+from edgefleet.agent import artifacts, machine, slots, trt_engine
 from edgefleet.agent import journal as journal_io
 from edgefleet.agent.errors import AgentError
 from edgefleet.agent.journal import Generation, Journal
@@ -347,6 +347,7 @@ class Agent:
         if not reuse:
             staged = slots.stage(self.state_dir, slot, meta, files["artifact"], files["golden"], files["extra"])
             _drop_downloads(files)
+        trt_engine.stage_engine(staged.path, staged.meta)  # TensorRT classes: the engine, built once per slot
         self.observed.update_status = "Staged"
         journal = self._enter(journal, "probe")
         self.observed.update_status = "Probing"

@@ -2,8 +2,10 @@
 
 `Runner.infer(inputs) -> outputs` is what the KServe handler (agent-io's serving.py) and
 the health probe both call, so the probe tests the serving path. Runtimes:
-- onnxruntime for `model.onnx` (onnxruntime classes, and TensorRT-ready ONNX, which runs on
-  TensorRT/CUDA execution providers when present);
+- onnxruntime for `model.onnx` (onnxruntime classes);
+- TensorRT for a TensorRT class: the engine built from the slot's TensorRT-ready ONNX at
+  staging and cached in the slot (`agent/trt_engine.py`); its CPU path (`cpu=True`) is that
+  same ONNX on onnxruntime's CPUExecutionProvider;
 - OpenVINO for `model.xml`/`model.bin` (unpacked from model.ov.tar at staging).
 
 The requested accelerator (execution provider or OpenVINO device) must really be present:
@@ -87,6 +89,8 @@ def load_runner(slot_path: Path, meta: dict, runtime: dict, runtime_config: dict
     try:
         if "model.xml" in files:
             device, run, ins, outs, platform = _openvino(slot_path / "model.xml", runtime, runtime_config, cpu)
+        elif runtime.get("name") == "tensorrt" and not cpu and not os.environ.get(TEST_PROVIDER):
+            device, run, ins, outs, platform = _tensorrt(slot_path, meta)
         else:
             device, run, ins, outs, platform = _onnxruntime(slot_path / meta["name"], runtime, runtime_config, cpu)
     except AgentError:
@@ -131,6 +135,14 @@ def _onnxruntime(model: Path, runtime: dict, runtime_config: dict, cpu: bool):
         return dict(zip(names, session.run(names, inputs)))
 
     return want, run, ins, outs, "onnxruntime_onnx"
+
+
+def _tensorrt(slot_path: Path, meta: dict):
+    from edgefleet.agent import trt_engine
+
+    rt = trt_engine.runtime()  # AcceleratorUnavailable without tensorrt, CUDA or a GPU
+    session = trt_engine.load_engine(slot_path, meta, rt)
+    return session.device, session.run, session.inputs, session.outputs, "tensorrt_plan"
 
 
 def _openvino(xml: Path, runtime: dict, runtime_config: dict, cpu: bool):
