@@ -491,7 +491,7 @@ def test_real_no_tensorrt_path_with_policy_stop_serves_nothing(tmp_path, desired
 def test_real_tensorrt_builds_an_engine(tmp_path, store):
     try:
         trt_engine.runtime()
-    except AcceleratorUnavailable as exc:
+    except trt_engine.TensorRTUnavailable as exc:
         pytest.skip(f"tensorrt is installed but cannot run: {exc.message}")
     staged = staged_slot(tmp_path, store)
     assert trt_engine.stage_engine(staged.path, staged.meta) is True

@@ -140,8 +140,11 @@ def _onnxruntime(model: Path, runtime: dict, runtime_config: dict, cpu: bool):
 def _tensorrt(slot_path: Path, meta: dict):
     from edgefleet.agent import trt_engine
 
-    rt = trt_engine.runtime()  # AcceleratorUnavailable without tensorrt, CUDA or a GPU
-    session = trt_engine.load_engine(slot_path, meta, rt)
+    try:
+        rt = trt_engine.runtime()  # no tensorrt, CUDA or GPU here
+        session = trt_engine.load_engine(slot_path, meta, rt)
+    except trt_engine.TensorRTUnavailable as exc:
+        raise AcceleratorUnavailable(exc.message) from None
     return session.device, session.run, session.inputs, session.outputs, "tensorrt_plan"
 
 

@@ -14,13 +14,13 @@ record names another key (TensorRT upgraded, another GPU) or whose bytes do not 
 record is refused, never deserialized, and rebuilt.
 
 `tensorrt` (and `cuda-python` for device memory) are the optional `tensorrt` extra,
-imported only here and only for a TensorRT class; without them (or without an NVIDIA GPU)
-`runtime()` raises `AcceleratorUnavailable` and the class's `on_accelerator_failure`
-policy applies. `stage_engine` (the stage step) builds the engine; a build TensorRT
-refuses is E608 there (the update fails, the old model keeps serving). `load_engine`
-(`runner.load_runner`) reuses the cached engine and rebuilds a missing or stale one; a
-rebuild that fails there is an accelerator failure (the policy again), since that slot
-already passed its probe on this device.
+imported only here and only for a TensorRT class. Without them (or without an NVIDIA GPU)
+`runtime()` raises `TensorRTUnavailable` (E612), which `runner.load_runner` raises as
+`AcceleratorUnavailable`, so the class's `on_accelerator_failure` policy applies.
+`stage_engine` (the stage step) builds the engine; a build TensorRT refuses is E608 there
+(the update fails, the old model keeps serving). `load_engine` (`runner.load_runner`)
+reuses the cached engine and rebuilds a missing or stale one; a rebuild that fails there is
+an accelerator failure (the policy again), since that slot already passed its probe here.
 """
 
 from __future__ import annotations
@@ -44,11 +44,22 @@ RECORD_FORMAT = "edgefleet/tensorrt-engine/v1"
 DEFAULT_WORKSPACE_MB = 1024
 
 
+class TensorRTUnavailable(AgentError):
+    """No TensorRT, CUDA or GPU here, or an engine that cannot be had at load time (E612).
+
+    `runner.load_runner` raises it as its AcceleratorUnavailable (this module cannot import
+    runner, which imports it)."""
+
+    def __init__(self, message: str):
+        super().__init__("E612", message, "the class's on_accelerator_failure policy applies",
+                         reason="AcceleratorUnavailable")
+
+
 def is_tensorrt(meta: dict) -> bool:
     return (meta.get("runtime") or {}).get("name") == "tensorrt"
 
 
-# -- the runtime: tensorrt + CUDA, or AcceleratorUnavailable ------------------------------------
+# -- the runtime: tensorrt + CUDA, or TensorRTUnavailable ----------------------------------------
 
 @dataclass(frozen=True)
 class Runtime:
@@ -59,13 +70,11 @@ class Runtime:
 
 
 def runtime() -> Runtime:
-    """tensorrt, CUDA and the GPU of this device, or AcceleratorUnavailable saying which is missing."""
-    from edgefleet.agent.runner import AcceleratorUnavailable
-
+    """tensorrt, CUDA and the GPU of this device, or TensorRTUnavailable saying which is missing."""
     try:
         import tensorrt as trt  # type: ignore[import-not-found]
     except ImportError:
-        raise AcceleratorUnavailable("TensorRT is not installed (pip install 'edgefleet[tensorrt]' on a device "
+        raise TensorRTUnavailable("TensorRT is not installed (pip install 'edgefleet[tensorrt]' on a device "
                                      "with an NVIDIA GPU)") from None
     try:
         from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]  # cuda-python >= 12.6
@@ -73,14 +82,14 @@ def runtime() -> Runtime:
         try:
             from cuda import cudart  # type: ignore[import-not-found,no-redef]  # older cuda-python
         except ImportError:
-            raise AcceleratorUnavailable("cuda-python is not installed (pip install 'edgefleet[tensorrt]')") from None
+            raise TensorRTUnavailable("cuda-python is not installed (pip install 'edgefleet[tensorrt]')") from None
     try:
         count = _cuda(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")[0]
         if not count:
             raise RuntimeError("no CUDA device")
         props = _cuda(cudart, cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")[0]
     except Exception as exc:  # noqa: BLE001 - any CUDA failure means no usable GPU
-        raise AcceleratorUnavailable(f"no usable NVIDIA GPU for TensorRT: {exc}") from None
+        raise TensorRTUnavailable(f"no usable NVIDIA GPU for TensorRT: {exc}") from None
     name = props.name
     name = (name.split(b"\0", 1)[0].decode(errors="replace") if isinstance(name, bytes) else str(name)).strip()
     return Runtime(trt, cudart, str(trt.__version__), name or "unknown GPU")
@@ -223,13 +232,11 @@ def stage_engine(slot_path: Path, meta: dict) -> bool:
     `load_runner` then raises AcceleratorUnavailable and the class's policy applies.
     A build TensorRT refuses raises EngineBuildFailed (E608): nothing switches.
     """
-    from edgefleet.agent.runner import AcceleratorUnavailable
-
     if not is_tensorrt(meta):
         return False
     try:
         rt = runtime()
-    except AcceleratorUnavailable:
+    except TensorRTUnavailable:
         return False
     ensure_engine(slot_path, meta, rt)
     return True
@@ -254,21 +261,19 @@ _KSERVE = {"float32": "FP32", "float16": "FP16", "int8": "INT8", "uint8": "UINT8
 def load_engine(slot_path: Path, meta: dict, rt: Runtime) -> EngineSession:
     """Deserialize the slot's engine (building it first when missing or stale) and allocate its I/O.
 
-    Runs in `load_runner`: a rebuild failing here is AcceleratorUnavailable (the class's policy),
+    Runs in `load_runner`: a rebuild failing here is TensorRTUnavailable (the class's policy),
     since the slot was probed on this device before.
     """
-    from edgefleet.agent.runner import AcceleratorUnavailable
-
     try:
         engine_path, _ = ensure_engine(slot_path, meta, rt)
     except EngineBuildFailed as exc:
-        raise AcceleratorUnavailable(exc.message) from None
+        raise TensorRTUnavailable(exc.message) from None
     trt, cudart = rt.trt, rt.cudart
     plan = engine_path.read_bytes()
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:
-        raise AcceleratorUnavailable(f"TensorRT {rt.version} cannot deserialize the engine in {engine_path}")
+        raise TensorRTUnavailable(f"TensorRT {rt.version} cannot deserialize the engine in {engine_path}")
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     is_input = {name: engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT for name in names}
@@ -281,7 +286,7 @@ def load_engine(slot_path: Path, meta: dict, rt: Runtime) -> EngineSession:
     for name in sorted(names, key=lambda n: not is_input[n]):  # inputs first: they fix the outputs' shapes
         shape = tuple(int(d) for d in context.get_tensor_shape(name))
         if any(d < 0 for d in shape):
-            raise AcceleratorUnavailable(f"TensorRT engine tensor {name} has no static shape {shape}")
+            raise TensorRTUnavailable(f"TensorRT engine tensor {name} has no static shape {shape}")
         dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
         nbytes = int(np.prod(shape)) * dtype.itemsize
         ptr = _cuda(cudart, cudart.cudaMalloc(nbytes), "cudaMalloc")[0]
