@@ -148,6 +148,18 @@ def _kill_point(step: str, model: str | None = None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _os_error(exc: OSError, model: str) -> AgentError:
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return AgentError("E607", f"disk full while installing {model}{where}: {exc.strerror}",
+                          "free space in the state directory; the old model keeps serving",
+                          reason="InsufficientSpace")
+    return AgentError("E613", f"cannot write the state directory while installing {model}{where}: "
+                      f"{exc.strerror or exc}", "check the state directory's disk and permissions")
+
+
 def _prefixed(exc: AgentError, model: str) -> AgentError:
     err = AgentError(exc.code, f"{model}: {exc.message}", exc.hint, reason=exc.reason)
     return err
@@ -360,9 +372,16 @@ class Agent:
         want, role = self._choose(work)
         wobs.want_version = want.version
         try:
-            if journal is None:
-                journal = self._verified_journal(home, generation)
-            self._reconcile(work, journal, desired, want, role, generation)
+            try:
+                if journal is None:
+                    journal = self._verified_journal(home, generation)
+                self._reconcile(work, journal, desired, want, role, generation)
+            except OSError as exc:
+                # The disk (full, failing) before the switch: this update's failure, the other models go
+                # on. After the switch it is left to crash the cycle: the restart's recovery rolls back.
+                if journal_io.load(home.journal_path).step in ("switch", "confirm", "commit"):
+                    raise
+                raise _os_error(exc, work.model) from None
         except AgentError as exc:
             wobs.update_error = exc
             wobs.update_status = "ProbeFailed" if exc.code in PROBE_CODES else "UpdateFailed"
@@ -663,3 +682,5 @@ class Agent:
                 raise
         except AgentError as exc:
             work.obs.update_error = work.obs.update_error or exc
+        except OSError as exc:  # only the idle slot was written, slot.json last: it reads as empty
+            work.obs.update_error = work.obs.update_error or _os_error(exc, work.model)

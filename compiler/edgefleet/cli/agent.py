@@ -242,7 +242,9 @@ def _lock_state_dir(state_dir: Path):
 def _print_result(result, status, fmt) -> int:
     if fmt == "json":
         print(json.dumps({"in_sync": result.in_sync, "reason": result.reason, "code": result.code,
-                          "serving": status.get("serving")}, sort_keys=True))
+                          "serving": status.get("serving"),
+                          "workloads": [{"model": w.model, "in_sync": w.in_sync, "reason": w.reason, "code": w.code}
+                                        for w in getattr(result, "workloads", [])]}, sort_keys=True))
     elif result.in_sync:
         print(f"in sync: {result.reason}")
     else:
