@@ -364,3 +364,31 @@ def test_disk_failure_staging_one_model_leaves_the_other_models_update_going_thr
     assert result.in_sync, result.reason
     assert agent.registry.runner_of(OCR).version == V2
     check_both(device, desired.allowed_digests())
+
+
+def test_each_rollout_judges_its_own_model_and_older_reports_by_the_conditions():
+    """rollout.observe: the per-workload fields when a report has them, else (an older agent's
+    one-workload report) the device-wide conditions, as before."""
+    from edgefleet.agent.conditions import Condition
+    from edgefleet.agent.report import Report, WorkloadStatus
+    from edgefleet.rollout.observe import observe, standing
+
+    at = "2026-12-01T10:00:00Z"
+
+    def cond(type_, status, reason):
+        return Condition(type=type_, status=status, reason=reason, last_transition=at)
+
+    device_wide = [cond("Ready", "False", "NotInSync"), cond("UpdateFailed", "True", "ProbeFailed")]
+    two = Report(device=DEVICE, counter=3, observed_at=at, conditions=device_wide, workloads=[
+        WorkloadStatus(model=DIGITS, desired_version=V2, serving_version=V2, update="Committed", ready=True,
+                       degraded=False, update_failed=False, rolled_back=False),
+        WorkloadStatus(model=OCR, desired_version=V2, serving_version=V1, update="ProbeFailed", ready=False,
+                       degraded=False, update_failed=True, rolled_back=False, code="E609")])
+    assert standing(observe(two, DIGITS), V2, None) == "healthy"
+    assert standing(observe(two, OCR), V2, None) == "failed"
+    older = Report(device=DEVICE, counter=4, observed_at=at, conditions=device_wide, workloads=[
+        WorkloadStatus(model=DIGITS, desired_version=V2, serving_version=V2, update="Committed")])
+    assert standing(observe(older, DIGITS), V2, None) == "failed"  # UpdateFailed said so, device-wide
+    healthy_old = Report(device=DEVICE, counter=5, observed_at=at, conditions=[cond("Ready", "True", "Serving")],
+                         workloads=[WorkloadStatus(model=DIGITS, serving_version=V2, update="Committed")])
+    assert standing(observe(healthy_old, DIGITS), V2, None) == "healthy"

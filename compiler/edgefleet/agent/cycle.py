@@ -403,7 +403,9 @@ class Agent:
             return
         in_sync = self._serves(home, work.model, want.artifact.digest)
         journal = journal_io.load(home.journal_path)
-        self._save(machine.finish(machine.in_sync(journal, generation) if in_sync else journal), home.journal_path)
+        settled = machine.finish(machine.in_sync(journal, generation) if in_sync else journal)
+        if settled != journal:  # a further home's journal is not rewritten by a no-op poll
+            self._save(settled, home.journal_path)
         if in_sync:
             self._restage_fallback(work, generation)
         degraded = self._degraded.get(work.model)
