@@ -461,6 +461,11 @@ class Agent:
         return CycleResult(ok, reason, changed, code, offline)
 
     def _serving_text(self, model: str | None = None) -> str:
+        """What serves `model`; without one, every model that serves (one model: as before)."""
+        if model is None:
+            served = self.registry.models()
+            if len(served) > 1 or (served and self.registry.runner is None):
+                return ", ".join(self._serving_text(name) for name in served)
         r = self.registry.runner_of(model) if model is not None else self.registry.runner
         return f"{r.name}@{r.version} ({r.variant}, slot {r.slot})" if r else "nothing"
 
