@@ -166,7 +166,8 @@ def test_the_largest_valid_report_still_fits_the_envelope_bound(ident):
     version = "1.2.3-" + "a" * 64
     report = make_report(ident.device_id, 2**53 - 1, workloads=[WorkloadStatus(
         model=long_name, rollout=long_name, wave=long_name, desired_version=version, serving_version=version,
-        update="ProbeFailed")] * MAX_WORKLOADS, conditions=[Condition(
+        update="ProbeFailed", digest="sha256:" + "f" * 64, ready=False,
+        degraded=False, update_failed=True, rolled_back=False, code="E609")] * MAX_WORKLOADS, conditions=[Condition(
             type=t, status="Unknown", reason="R" * 64, message="\U0001F600" * (MAX_MESSAGE - 1) + "\x01", observed_generation="f" * 64,
             last_transition="2026-12-01T10:00:00.123456Z") for t in CONDITION_TYPES])
     env = sign_report(report, ident)

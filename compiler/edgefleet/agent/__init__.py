@@ -2,7 +2,8 @@
 
 agent-core: `machine` (pure transitions) and `journal` (its persisted form), `cycle` (the
 driver: one reconcile cycle), `daemon` (the loop and its backoff), `fetch_git` / `fetch_http`
-(the tree), `artifacts` (blobs by digest), `slots` (A/B and the `current` link), `runner`
+(the tree), `artifacts` (blobs by digest), `homes` (each workload's slots and journal),
+`slots` (A/B and the `current` link), `runner`
 (onnxruntime / OpenVINO), `probe` (health probe and confirm), `registry` (what serves),
 `reporting` (conditions, status.json, reports), `status`, `durable`, `errors` (E6xx).
 agent-io: `identity`, `conditions`, `serving` (KServe v2), `telemetry`, `report`,

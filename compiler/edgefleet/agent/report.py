@@ -73,12 +73,22 @@ class Serving(_Strict):
 
 
 class WorkloadStatus(_Strict):
+    """One workload (model) of the device. The fields after `update` came with multi-workload
+    agents; null means an older agent's report, which readers judge by the device-wide conditions."""
+
     model: Name
     rollout: Name | None = None
     wave: Name | None = None
     desired_version: Version | None = None
     serving_version: Version | None = None
     update: UpdateStatus = "Idle"
+    # (the variant and slot are in `agent state`; the largest report must stay under MAX_ENVELOPE)
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None   # what serves it
+    ready: bool | None = None           # serves what the desired state asks of this model
+    degraded: bool | None = None        # on a fallback or CPU path
+    update_failed: bool | None = None   # this model's update failed (or the desired state was refused)
+    rolled_back: bool | None = None     # this model rolled back after a switch
+    code: Annotated[str, Field(pattern=r"^E[0-9]{3}$")] | None = None   # the error code, when not ready
 
 
 class Latency(_Strict):

@@ -21,12 +21,43 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def serving_of(state_dir: Path, registry) -> dict | None:
-    runner = registry.runner
+def serving_of(state_dir: Path, registry, model: str | None = None) -> dict | None:
+    """What serves `model` (default: the primary, first workload's model), or None."""
+    runner = registry.runner_of(model) if model is not None else registry.runner
     if runner is None:
         return None
     return {"model": runner.name, "version": runner.version, "variant": runner.variant,
             "digest": f"sha256:{runner.digest}", "slot": runner.slot}
+
+
+def workloads_of(agent, obs, previous: dict) -> list[dict]:
+    """One entry per workload: what it asks, what serves it, how its update went.
+
+    After a cycle that reached the workloads, from what it observed of each. Otherwise
+    (offline, frozen, refused) the last cycle's entries, no longer ready, with what serves
+    now; a refused desired state counts as a failed update of every workload, as the
+    device-wide UpdateFailed condition says.
+    """
+    registry = agent.registry
+    if obs.workloads:
+        return [{"model": w.model, "rollout": w.rollout, "wave": w.wave, "desired_version": w.want_version,
+                 "serving": serving_of(agent.state_dir, registry, w.model), "ready": w.in_sync,
+                 "degraded": bool(w.degraded), "update": w.update_status,
+                 "update_failed": w.update_error is not None,
+                 "rolled_back": w.rolled_back is not None or w.update_status == "RolledBack",
+                 "code": w.code, "reason": w.reason[:1000]} for w in obs.workloads]
+    entries = previous.get("workloads")
+    if entries is None and previous.get("model"):  # a status.json of a one-workload agent before the upgrade
+        rollout = previous.get("rollout") or {}
+        entries = [{"model": previous["model"], "rollout": rollout.get("name"), "wave": rollout.get("wave"),
+                    "desired_version": previous.get("desired_version"), "update": previous.get("update") or "Idle"}]
+    out = []
+    for entry in entries or []:
+        entry = {**entry, "serving": serving_of(agent.state_dir, registry, entry["model"]), "ready": False}
+        if obs.refused is not None:
+            entry["update_failed"] = True
+        out.append(entry)
+    return out
 
 
 def conditions_for(previous: list, obs, result, now: datetime, beyond: bool, serving: bool) -> list:
@@ -52,7 +83,8 @@ def conditions_for(previous: list, obs, result, now: datetime, beyond: bool, ser
     if obs.offline_error is None and obs.frozen is None:
         updates.append(cond("UpdateFailed", err is not None, err.reason if err else "NoFailure",
                             f"error[{err.code}]: {err.message}" if err else ""))
-        rolled = obs.rolled_back is not None or obs.update_status == "RolledBack"
+        rolled = (obs.rolled_back is not None or obs.update_status == "RolledBack"
+                  or any(w.update_status == "RolledBack" for w in getattr(obs, "workloads", [])))
         updates.append(cond("RolledBack", rolled, obs.rolled_back.reason if obs.rolled_back else
                             ("FailedAfterSwitch" if rolled else "NoRollback"),
                             obs.rolled_back.message if obs.rolled_back else ""))
@@ -103,6 +135,7 @@ def after_cycle(agent, result, telemetry=None, identity=None) -> dict:
         "rollout": ({"name": obs.desired.workloads[0].rollout.name, "wave": obs.desired.workloads[0].rollout.wave}
                     if obs.desired is not None else previous.get("rollout")),
         "model": obs.desired.workloads[0].model if obs.desired is not None else previous.get("model"),
+        "workloads": workloads_of(agent, obs, previous),
     }
     write_status(state_dir, status)
     if telemetry is not None:
@@ -121,13 +154,19 @@ def after_cycle(agent, result, telemetry=None, identity=None) -> dict:
 def _queue_report(status: dict, conds: list, telemetry, identity, since: str | None) -> None:
     from edgefleet.agent.report import Report, sign_report
 
+    from edgefleet.agent.report import MAX_WORKLOADS
+
     workloads = []
-    if status.get("model"):
-        serving_version = status["serving"]["version"] if status["serving"] else None
-        workloads.append({"model": status["model"], "rollout": (status.get("rollout") or {}).get("name"),
-                          "wave": (status.get("rollout") or {}).get("wave"),
-                          "desired_version": status.get("desired_version"),
-                          "serving_version": serving_version, "update": status["update"]})
+    for w in status.get("workloads", [])[:MAX_WORKLOADS]:
+        serving = w.get("serving")
+        workloads.append({"model": w["model"], "rollout": w.get("rollout"), "wave": w.get("wave"),
+                          "desired_version": w.get("desired_version"),
+                          "serving_version": serving["version"] if serving else None,
+                          "update": w.get("update") or "Idle",
+                          "digest": serving["digest"] if serving else None,
+                          "ready": w.get("ready"), "degraded": w.get("degraded"),
+                          "update_failed": w.get("update_failed"), "rolled_back": w.get("rolled_back"),
+                          "code": w.get("code")})
     summary = telemetry.summary(since=since, until=status["observed_at"])
     report = Report.model_validate({
         "device": status["device"], "counter": telemetry.next_counter(), "generation": status["generation"],

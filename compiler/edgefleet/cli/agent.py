@@ -242,7 +242,9 @@ def _lock_state_dir(state_dir: Path):
 def _print_result(result, status, fmt) -> int:
     if fmt == "json":
         print(json.dumps({"in_sync": result.in_sync, "reason": result.reason, "code": result.code,
-                          "serving": status.get("serving")}, sort_keys=True))
+                          "serving": status.get("serving"),
+                          "workloads": [{"model": w.model, "in_sync": w.in_sync, "reason": w.reason, "code": w.code}
+                                        for w in getattr(result, "workloads", [])]}, sort_keys=True))
     elif result.in_sync:
         print(f"in sync: {result.reason}")
     else:
@@ -303,12 +305,13 @@ def run_state(args) -> int:
         except (OSError, ValueError):
             device = None
     serving = None
-    if info is not None:
+    if info is not None and info.meta.get("model") == status.get("model", info.meta.get("model")):
         m = info.meta
         serving = {"model": m["model"], "version": m["version"], "variant": m["variant"],
                    "digest": f"sha256:{m['digest']}", "slot": info.slot}
     if status.get("serving") is not None:
         serving = status["serving"]  # what really ran (e.g. the fallback when degraded)
+    workloads = _workloads_state(state_dir, status)
     pending = 0
     if (state_dir / "telemetry.db").exists():
         store = _telemetry(state_dir)
@@ -325,6 +328,7 @@ def run_state(args) -> int:
         "last_contact": status.get("last_contact"),
         "beyond_max_offline": bool(status.get("beyond_max_offline", False)),
         "observed_at": status.get("observed_at"),
+        "workloads": workloads,
     }
     if args.format == "json":
         print(json.dumps(out, indent=2, sort_keys=True))
@@ -336,7 +340,43 @@ def run_state(args) -> int:
         print("  DEGRADED")
     if out["beyond_max_offline"]:
         print(f"  offline beyond max_offline (last contact {out['last_contact']})")
+    if len(workloads) > 1:
+        for w in workloads:
+            ws = w["serving"]
+            print(f"  workload {w['model']}: "
+                  + (f"{ws['version']} ({ws['variant']}, slot {ws['slot']})" if ws else "nothing")
+                  + f", wants {w.get('desired_version') or '?'}, update {w.get('update') or 'Idle'}"
+                  + (" DEGRADED" if w.get("degraded") else ""))
     for c in out["conditions"]:
         print(f"  {c['type']:<13}{c['status']:<8}{c['reason']}: {c.get('message', '')}"[:160])
     print(f"  pending reports: {pending}")
     return 0
+
+
+def _workloads_state(state_dir: Path, status: dict) -> list[dict]:
+    """One entry per model: the last cycle's (status.json), else what each home's active slot holds."""
+    from edgefleet.agent import homes, slots
+
+    keys = ("model", "rollout", "wave", "desired_version", "serving", "ready", "degraded", "update",
+            "update_failed", "rolled_back", "code", "reason")
+    out = []
+    on_disk = {h.model: h for h in homes.homes(state_dir)}
+    for entry in status.get("workloads") or []:
+        item = {k: entry.get(k) for k in keys}
+        home = on_disk.get(entry.get("model"))
+        item["active_slot"] = slots.active_slot(home.path) if home is not None else None
+        out.append(item)
+    if out or status.get("workloads") is not None:
+        return out
+    for model, home in on_disk.items():  # no cycle recorded per workload yet (or an older agent's status)
+        active = slots.active_slot(home.path)
+        info = slots.read_slot(home.path, active, check_digests=False) if active else None
+        serving = None
+        if info is not None:
+            m = info.meta
+            serving = {"model": m["model"], "version": m["version"], "variant": m["variant"],
+                       "digest": f"sha256:{m['digest']}", "slot": info.slot}
+        item = {k: None for k in keys}
+        item.update(model=model, serving=serving, active_slot=active)
+        out.append(item)
+    return out

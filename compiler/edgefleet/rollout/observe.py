@@ -52,20 +52,34 @@ def _true(report, type_: str):
 
 
 def observe(report, model: str) -> Observation:
-    """The part of a verified `edgefleet.agent.report.Report` that concerns `model`."""
+    """The part of a verified `edgefleet.agent.report.Report` that concerns `model`.
+
+    A device running several models says per workload whether that model is ready,
+    degraded, failed or rolled back (`ready` is set): those are read, so one model's
+    failed update does not count against another model's rollout. A report without them
+    (an older agent's) is judged by the device-wide conditions.
+    """
     workload = next((w for w in report.workloads if w.model == model), None)
     serving = workload.serving_version if workload is not None else None
     if serving is None and report.serving is not None and report.serving.model == model:
         serving = report.serving.version
     degraded = _true(report, "Degraded")
     latency = report.telemetry.latency_ms
+    ready = _true(report, "Ready") is not None
+    update_failed = _true(report, "UpdateFailed") is not None
+    rolled_back = _true(report, "RolledBack") is not None
+    is_degraded = degraded is not None
+    if workload is not None and getattr(workload, "ready", None) is not None:
+        ready = bool(workload.ready)
+        update_failed = bool(workload.update_failed)
+        rolled_back = bool(workload.rolled_back)
+        is_degraded = bool(workload.degraded)
     return Observation(
         device_id=report.device, counter=report.counter, observed_at=parse_time(report.observed_at),
         serving_version=serving, update=workload.update if workload is not None else "Idle",
-        ready=_true(report, "Ready") is not None, degraded=degraded is not None,
+        ready=ready, degraded=is_degraded,
         crash_loop=degraded is not None and "CrashLoop" in degraded.reason,
-        update_failed=_true(report, "UpdateFailed") is not None,
-        rolled_back=_true(report, "RolledBack") is not None,
+        update_failed=update_failed, rolled_back=rolled_back,
         frozen=_true(report, "Frozen") is not None,
         latency=(latency.p50, latency.p95, latency.p99) if latency is not None else None)
 
