@@ -134,7 +134,12 @@ def _walk(checkout: Path, commit: str, device_id: str) -> dict[str, str]:
     negotiation: the server sends the wanted trees and blobs, nothing under them)."""
     from edgefleet.signing.layout import device_tree_files, is_tree_file
 
-    trees: dict[str, str] = {"": _git(["rev-parse", f"{commit}^{{tree}}"], cwd=checkout).strip()}
+    # the commit's own text names its tree (`rev-parse C^{tree}` would lazily fetch the whole tree)
+    header = _git(["cat-file", "commit", commit], cwd=checkout).split("\n", 1)[0]
+    if not header.startswith("tree "):
+        raise AgentError("E601", f"commit {commit} names no tree", "the remote serves a broken repository",
+                         reason="RemoteUnreachable")
+    trees: dict[str, str] = {"": header.split()[1]}
     local = set(_git(_LOCAL_OBJECTS, cwd=checkout).split())
     listings: dict[str, list[tuple[str, str, str, str]]] = {}
     selected: dict[str, str] = {}
