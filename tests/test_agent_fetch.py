@@ -203,3 +203,21 @@ def test_git_fetch_without_filter_support_still_fetches_a_verifiable_tree(origin
         fetch_tree(f"{url}/nofilter", "desired-state", checkout, DEVICE)
     root = (tree / "metadata" / "1.root.json").read_bytes()
     assert verify_device(checkout, DEVICE, root, NOW + timedelta(hours=1)).custom["device_id"] == DEVICE
+
+
+def test_git_fetch_refuses_an_oversized_file_and_keeps_the_old_checkout(origin, tmp_path, monkeypatch):
+    base, tree, _pub = origin
+    from edgefleet.agent import fetch_git
+    from edgefleet.agent.errors import AgentError
+
+    checkout = tmp_path / "checkout"
+    with git_daemon(base) as (url, _port):
+        monkeypatch.setattr(fetch_git, "MAX_FILE", 1000)  # the snapshot and the bins are larger
+        with pytest.raises(AgentError) as err:
+            fetch_tree(f"{url}/desired", "desired-state", checkout, DEVICE)
+        assert err.value.code == "E601" and "over 1000 bytes" in err.value.message
+        assert fetch_git.local_revision(checkout) is None  # HEAD did not move: the next poll fetches again
+        monkeypatch.undo()
+        assert fetch_tree(f"{url}/desired", "desired-state", checkout, DEVICE).changed
+    root = (tree / "metadata" / "1.root.json").read_bytes()
+    assert verify_device(checkout, DEVICE, root, NOW + timedelta(hours=1)).custom["device_id"] == DEVICE

@@ -10,7 +10,7 @@
   own target file. A `--filter=blob:none` clone instead receives every changed tree of
   the commit (a fleet-wide update changes thousands of shard trees), and git's own lazy
   fetch of a missing tree brings its whole subtree. An update is five round trips
-  (ls-remote and four fetches), a first poll seven;
+  (ls-remote and four fetches), a first poll eight;
 - the files are written into the checkout directory by this module (`git checkout` would
   read, and lazily fetch, every tree of the commit): only names of the published
   layout (`layout.is_tree_file`), regular blobs only, each by write-temp, fsync, rename;
@@ -27,6 +27,7 @@ used only to pick the bin file (a lie makes verification fail, nothing more).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from pathlib import Path
 from edgefleet.agent.errors import AgentError
 
 TIMEOUT = 120
+MAX_FILE = 64 * 1024 * 1024  # no file of a published tree is near this (a bin at 16,384 bins: ~60 KB)
 _TARGETS = re.compile(r"^(\d+)\.targets\.json$")
 
 
@@ -230,21 +232,54 @@ def _bit_length(checkout: Path, selected: dict[str, str], local: set[str]) -> in
     if best is None or best[1] not in local:
         return None
     try:
-        data = _blob(checkout, best[1])
-        return int(json.loads(data[: 16 * 1024 * 1024])["signed"]["delegations"]["succinct_roles"]["bit_length"])
+        return int(json.loads(_blob(checkout, best[1]))["signed"]["delegations"]["succinct_roles"]["bit_length"])
     except (ValueError, KeyError, TypeError):
         return None
 
 
-def _blob(checkout: Path, oid: str) -> bytes:
+def _blob(checkout: Path, oid: str, dest: Path | None = None) -> bytes:
+    """A blob's bytes (at most MAX_FILE: a hostile remote's huge file is refused, never held in
+    memory); with `dest`, streamed into that file instead and b"" returned."""
     env = {**os.environ, "LC_ALL": "C"}
-    proc = subprocess.run(["git", "cat-file", "blob", oid], cwd=checkout, env=env, capture_output=True,
-                          timeout=TIMEOUT)
-    if proc.returncode != 0:
-        raise AgentError("E601", f"git cat-file failed: {proc.stderr.decode(errors='replace').strip()[-400:]}",
-                         "the fetched objects are incomplete; the device keeps serving and fetches again",
-                         reason="RemoteUnreachable")
-    return proc.stdout
+    proc = subprocess.Popen(["git", "cat-file", "blob", oid], cwd=checkout, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        out = open(dest, "wb") if dest is not None else None
+        try:
+            while chunk := proc.stdout.read(1 << 16):
+                total += len(chunk)
+                if total > MAX_FILE:
+                    raise AgentError("E601", f"blob {oid} is over {MAX_FILE} bytes", "the remote serves a file no "
+                                     "published tree holds; the device keeps serving", reason="RemoteUnreachable")
+                if out is not None:
+                    out.write(chunk)
+                else:
+                    chunks.append(chunk)
+            if out is not None:
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            if out is not None:
+                out.close()
+    finally:
+        proc.stdout.close()
+        if proc.wait(TIMEOUT) != 0 and total <= MAX_FILE:
+            raise AgentError("E601", f"git cat-file blob {oid} failed", "the fetched objects are incomplete; the "
+                             "device keeps serving and fetches again", reason="RemoteUnreachable")
+    return b"".join(chunks)
+
+
+def _blob_id(path: Path) -> str | None:
+    """The git blob id of a regular file (sha1 repositories), None if it is not one."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def _materialize(checkout: Path, files: dict[str, str]) -> None:
@@ -252,11 +287,10 @@ def _materialize(checkout: Path, files: dict[str, str]) -> None:
 
     Only paths of the published layout reach here (`is_tree_file`), so every folder is a
     fixed name or a hex shard; a folder that is not a real directory is refused."""
-    from edgefleet.core.fsutil import fsync_dir, write_durable
+    from edgefleet.core.fsutil import fsync_dir
 
     for rel, oid in sorted(files.items()):
         dest = checkout / rel
-        data = _blob(checkout, oid)
         folder = checkout
         for part in rel.split("/")[:-1]:
             folder = folder / part
@@ -266,15 +300,12 @@ def _materialize(checkout: Path, files: dict[str, str]) -> None:
                 if folder.is_symlink() or not folder.is_dir():
                     raise AgentError("E601", f"{folder} is not a directory", "remove it; the device fetches again",
                                      reason="RemoteUnreachable") from None
-        try:
-            if not dest.is_symlink() and dest.is_file() and dest.read_bytes() == data:
-                continue
-        except OSError:
-            pass
+        if _blob_id(dest) == oid:
+            continue  # already these bytes
         tmp = dest.with_name(f".fetch.{dest.name}")
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
-        write_durable(tmp, data)
+        _blob(checkout, oid, dest=tmp)
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
     keep = {checkout / rel for rel in files}
