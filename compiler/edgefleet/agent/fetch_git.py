@@ -183,10 +183,9 @@ def _walk(checkout: Path, commit: str, device_id: str) -> dict[str, str]:
 
 
 def _deepest_known(folder: str, trees: dict[str, str], listings, checkout: Path, local: set[str]):
-    """(deepest folder on the way to `folder` whose tree is here, the next tree's id to fetch).
-
-    Returns (folder, its id) when `folder` itself is here, (None, None) when the path does
-    not exist in the commit."""
+    """Where the walk to `folder` stands: (folder, its tree id) when that tree is here; (another
+    folder, the id of the first tree on the way that is not here yet) when one must be fetched
+    first; (None, None) when the commit has no such folder."""
     path = ""
     for part in folder.split("/"):
         child = f"{path}/{part}" if path else part
