@@ -9,10 +9,17 @@ compiled; and a generated tree of N devices whose targets are the example device
 desired states under generated ids, published with the real publisher):
 
 - `full_clone`: `git clone` of the desired-state branch / GET of every file of the tree;
-- `first_poll`: the agent's first cycle (partial clone + sparse checkout, or mirror GETs);
+- `first_poll`: the agent's first cycle (a `tree:0` partial clone walked to the device's
+  files, or mirror GETs);
 - `noop_poll`: a cycle after which nothing changed (`git ls-remote` / root+timestamp);
 - `update_poll`: a cycle after the device's state changed (1% of devices changed), tree
-  bytes apart from the artifact bytes (fetched from the HTTP store).
+  bytes apart from the artifact bytes (fetched from the HTTP store);
+- `*_connections`: TCP connections, i.e. round trips (git: one per ls-remote or fetch;
+  HTTP: one per GET);
+- kinds: `git` (git daemon), `http` (a plain static server: S3, any web server),
+  `http_gzip` (one that gzips JSON on the fly, as nginx `gzip on` or a CDN does);
+- `bin_tradeoff` (generated tree): the bytes of snapshot + one bin, measured per entry on
+  the published files, raw and gzipped, for each power-of-two bin count, and the optimum.
 Then, on the example fleet, the agent as a daemon (`--interval 0.5s --listen`): seconds
 from a new state committed to the KServe endpoint answering with the new version, and the
 daemon's peak RSS (VmHWM). Targets: no-op poll <= 5 KB; update <= own state + artifact +
@@ -52,14 +59,20 @@ class CountingProxy:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.bytes = 0
+        self.connections = 0  # one per git fetch / ls-remote, one per HTTP GET (no keep-alive here)
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def reset(self) -> int:
+        return self.take()[0]
+
+    def take(self) -> tuple[int, int]:
+        """(bytes, connections) since the last call."""
         time.sleep(0.1)  # let in-flight pumps finish counting
         with self.lock:
             value, self.bytes = self.bytes, 0
-        return value
+            count, self.connections = self.connections, 0
+        return value, count
 
     def _accept(self):
         while True:
@@ -68,6 +81,8 @@ class CountingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.connections += 1
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -108,13 +123,13 @@ def check(proc: subprocess.CompletedProcess, what: str) -> None:
 
 
 def measure_tree(work: Path, tree: Path, root: Path, store_url: str, store_proxy: CountingProxy,
-                 git_proxy: CountingProxy, http_proxy: CountingProxy, update) -> dict:
-    """first / no-op / update polls over git and HTTP for DEVICE; `update()` publishes a change."""
-    from tests.agent_support import git
+                 git_proxy: CountingProxy, http_proxies: dict[str, CountingProxy], update) -> dict:
+    """first / no-op / update polls over git and HTTP for DEVICE; `update()` publishes a change.
 
+    `http_proxies`: {"http": a plain static server, "http_gzip": one that gzips (nginx `gzip on`)}."""
     out = {}
     gremote = f"git://127.0.0.1:{git_proxy.port}/desired"
-    hremote = f"http://127.0.0.1:{http_proxy.port}"
+    kinds = [("git", gremote, git_proxy)] + [(k, f"http://127.0.0.1:{p.port}", p) for k, p in http_proxies.items()]
     git_proxy.reset()
     clone = subprocess.run(["git", "clone", "-q", "--branch", "desired-state", gremote, str(work / "full-clone")],
                            capture_output=True, text=True)
@@ -122,40 +137,40 @@ def measure_tree(work: Path, tree: Path, root: Path, store_url: str, store_proxy
     full = git_proxy.reset()
     full_http = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
     res = {}
-    for kind, remote, proxy in (("git", gremote, git_proxy), ("http", hremote, http_proxy)):
+    for kind, remote, proxy in kinds:
         state = work / f"device-{kind}"
         proxy.reset()
         store_proxy.reset()
         check(agent(state, remote, root, store_url), f"{kind} first poll")
-        first = proxy.reset()
+        first, first_trips = proxy.take()
         store_proxy.reset()
         check(agent(state, remote, root, store_url), f"{kind} no-op poll")
-        noop = proxy.reset()
-        res[kind] = {"first_poll_bytes": first, "noop_poll_bytes": noop, "state": state}
-    own_before = len(json.dumps(update.__self__.device_state() if hasattr(update, "__self__") else {}))
+        noop, noop_trips = proxy.take()
+        res[kind] = {"first_poll_bytes": first, "first_poll_connections": first_trips, "noop_poll_bytes": noop,
+                     "noop_poll_connections": noop_trips, "state": state}
     update()
-    for kind, remote, proxy in (("git", gremote, git_proxy), ("http", hremote, http_proxy)):
+    for kind, remote, proxy in kinds:
         state = res[kind].pop("state")
         proxy.reset()
         store_proxy.reset()
         t0 = time.perf_counter()
         check(agent(state, remote, root, store_url), f"{kind} update poll")
         res[kind]["update_poll_seconds"] = round(time.perf_counter() - t0, 2)
-        res[kind]["update_poll_tree_bytes"] = proxy.reset()
+        res[kind]["update_poll_tree_bytes"], res[kind]["update_poll_connections"] = proxy.take()
         res[kind]["update_artifact_bytes"] = store_proxy.reset()
     out["full_clone_bytes"] = {"git": full, "http_all_files": full_http}
     out.update(res)
-    del own_before
     return out
 
 
-def serve_static(directory: Path):
+def serve_static(directory: Path, gzip: bool = False):
     import functools
     import http.server
 
-    from tests.agent_support import RangeHandler
+    from tests.agent_support import GzipHandler, RangeHandler
 
-    handler = type("H", (RangeHandler,), {"truncate": set(), "requests": [], "bytes_sent": 0})
+    handler = type("H", (GzipHandler if gzip else RangeHandler,), {"truncate": set(), "requests": [], "bytes_sent": 0,
+                                                                   "bomb": {}})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -241,6 +256,33 @@ def generated_tree(work: Path, count: int, v1: bytes, v2: bytes, keys: Path) -> 
     return repo, tree, (lambda: pub(True)), round(time.perf_counter() - t0, 1)
 
 
+def bin_tradeoff(tree: Path, devices: int) -> dict:
+    """What a device's update fetches of snapshot + its bin, for each bin count 2**bits.
+
+    Per-entry bytes are measured on the published snapshot and one bin (raw and gzip -6):
+    `a` per bin listed in the snapshot, `b` per target listed in a bin (each file's
+    signature and envelope spread over its entries). snapshot + bin = a*B + b*N/B, least
+    at B = sqrt(b*N/a), where it is 2*sqrt(a*b*N)."""
+    import gzip
+    import math
+
+    meta = tree / "metadata"
+    snap = max(meta.glob("*.snapshot.json"), key=lambda p: int(p.name.split(".")[0]))
+    bins = sorted((meta / "bins").rglob("*.json"))
+    one = max(bins, key=lambda p: p.stat().st_size)
+    out = {"devices": devices}
+    for codec, size in (("raw", len), ("gzip", lambda b: len(gzip.compress(b, 6, mtime=0)))):
+        sdata, bdata = snap.read_bytes(), one.read_bytes()
+        s_entries = len(json.loads(sdata)["signed"]["meta"])
+        b_entries = len(json.loads(bdata)["signed"]["targets"])
+        a, b = size(sdata) / s_entries, size(bdata) / b_entries
+        best = math.sqrt(b * devices / a)
+        out[codec] = {"snapshot_bytes_per_bin": round(a, 1), "bin_bytes_per_target": round(b, 1),
+                      "optimal_bins": round(best), "lower_bound_bytes": round(2 * math.sqrt(a * b * devices)),
+                      "by_bins": {str(1 << k): round(a * (1 << k) + b * devices / (1 << k)) for k in range(7, 13)}}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, help="a built artifact store of the example fleet (else built now)")
@@ -269,10 +311,11 @@ def main() -> None:
         store_proxy = CountingProxy(store_server.server_address[1])
         store_url = f"http://127.0.0.1:{store_proxy.port}"
         with git_daemon(desired.base) as (_url, gport):
-            tree_server = serve_static(desired.tree)
-            git_proxy, http_proxy = CountingProxy(gport), CountingProxy(tree_server.server_address[1])
+            servers = [serve_static(desired.tree), serve_static(desired.tree, gzip=True)]
+            git_proxy = CountingProxy(gport)
+            proxies = {k: CountingProxy(s.server_address[1]) for k, s in zip(("http", "http_gzip"), servers)}
             example = measure_tree(work / "example", desired.tree, desired.root, store_url, store_proxy, git_proxy,
-                                   http_proxy, lambda: desired.publish(wave=1))
+                                   proxies, lambda: desired.publish(wave=1))
             v1_bytes = json.dumps(v1, sort_keys=True, separators=(",", ":")).encode()
             v2_bytes = json.dumps(desired.device_state(), sort_keys=True, separators=(",", ":")).encode()
             example["own_state_bytes"] = len(v2_bytes)
@@ -281,20 +324,25 @@ def main() -> None:
             desired.publish(wave=0)
             results["daemon"] = daemon_timing(work / "timing", desired, f"git://127.0.0.1:{gport}/desired",
                                               str(store))
-            tree_server.shutdown()
+            for server in servers:
+                server.shutdown()
         if args.devices:
             repo, tree, update, publish_s = generated_tree(work, args.devices, v1_bytes, v2_bytes, keys)
             with git_daemon(repo.parent) as (_url, gport):
-                tree_server = serve_static(tree)
-                git_proxy, http_proxy = CountingProxy(gport), CountingProxy(tree_server.server_address[1])
+                servers = [serve_static(tree), serve_static(tree, gzip=True)]
+                git_proxy = CountingProxy(gport)
+                proxies = {k: CountingProxy(s.server_address[1]) for k, s in zip(("http", "http_gzip"), servers)}
                 big = measure_tree(work / "big", tree, tree / "metadata" / "1.root.json", store_url, store_proxy,
-                                   git_proxy, http_proxy, update)
-                tree_server.shutdown()
+                                   git_proxy, proxies, update)
+                for server in servers:
+                    server.shutdown()
             big["devices"] = args.devices
             big["publish_seconds"] = publish_s
+            big["bin_tradeoff"] = bin_tradeoff(tree, args.devices)
             big["own_state_bytes"] = len(v2_bytes)
             budget = len(v2_bytes) + 64 * 1024
-            big["update_within_target"] = {k: big[k]["update_poll_tree_bytes"] <= budget for k in ("git", "http")}
+            big["update_within_target"] = {k: big[k]["update_poll_tree_bytes"] <= budget
+                                           for k in ("git", "http", "http_gzip")}
             results["generated"] = big
         store_server.shutdown()
     targets = {"noop_poll_bytes_max": 5 * 1024, "new_model_serving_seconds_max": 5, "agent_rss_mb_max": 150,

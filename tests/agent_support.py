@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import http.server
 import json
 import os
@@ -185,9 +186,35 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class GzipHandler(RangeHandler):
+    """Static files, gzip-compressed on the fly for a client that accepts it (as nginx `gzip on`,
+    or a CDN compressing JSON); `bomb` maps a file name to a gzip body served instead of it."""
+
+    bomb: dict[str, bytes] = {}
+
+    def do_GET(self):  # noqa: N802
+        path = Path(self.translate_path(self.path))
+        if "gzip" not in (self.headers.get("Accept-Encoding") or "") or self.headers.get("Range"):
+            return super().do_GET()
+        type(self).requests.append((self.path, "gzip"))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        body = type(self).bomb.get(path.name) or gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
+        if path.name in type(self).truncate:
+            type(self).truncate.discard(path.name)
+            body = body[: len(body) // 2]
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        type(self).bytes_sent += len(body)
+        self.wfile.write(body)
+
+
 @contextlib.contextmanager
-def http_server(directory: Path):
-    handler = type("Handler", (RangeHandler,), {"truncate": set(), "requests": [], "bytes_sent": 0})
+def http_server(directory: Path, handler_class: type[RangeHandler] = RangeHandler):
+    handler = type("Handler", (handler_class,), {"truncate": set(), "requests": [], "bytes_sent": 0, "bomb": {}})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

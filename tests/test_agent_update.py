@@ -95,8 +95,21 @@ def test_nothing_to_serving_then_update_committed_with_fallback_staged(tmp_path,
     fallback = json.loads((state / "slots" / old_slot / "slot.json").read_text())
     assert fallback["version"] == V1  # the fallback stays staged in the idle slot
     check_invariants(state, desired.allowed_digests())
-    # partial + sparse: blobs of other devices' shards were never fetched
-    assert git("config", "remote.origin.partialclonefilter", cwd=state / "desired").strip() == "blob:none"
+    # a tree:0 partial clone walked down to this device's files: no other device's target
+    # or bin was fetched, and only those files are in the checkout
+    checkout = state / "desired"
+    assert git("config", "remote.origin.partialclonefilter", cwd=checkout).strip() == "tree:0"
+    local = set(git("cat-file", "--batch-all-objects", "--batch-check=%(objectname)", cwd=checkout).split())
+    listed = git("ls-tree", "-r", "-t", "HEAD", cwd=checkout).splitlines()
+    others = [line.split()[2] for line in listed if line.split()[1] == "blob" and "/devices/" in line
+              and f".{DEVICE}.json" not in line]
+    assert others and not set(others) & local
+    files = sorted(p.relative_to(checkout).as_posix() for p in checkout.rglob("*")
+                   if p.is_file() and ".git" not in p.relative_to(checkout).parts)
+    own = [f for f in files if f.startswith("targets/devices/")]
+    assert own and all(f.endswith(f".{DEVICE}.json") for f in own)
+    bins = [f for f in files if f.startswith("metadata/bins/")]
+    assert bins and len({f.rsplit(".", 2)[1] for f in bins}) == 1  # versions of one bin: the device's
     assert not (state / "desired" / ".git" / "shallow").exists()
 
 

@@ -1,6 +1,6 @@
 """Where each file of a published desired-state tree lives: the one definition of the layout.
 
-A device polls the tree through git (partial clone + sparse checkout) or plain HTTP GETs
+A device polls the tree through git (a partial clone walked down to its own files) or plain HTTP GETs
 from a static mirror, so no directory of the tree may list more than about a thousand
 entries: at a million devices a flat `targets/devices/` would be one git tree object of
 ~100 MB that every poll downloads. Two rules keep every directory small:
@@ -82,18 +82,28 @@ def is_tree_file(rel: str) -> bool:
     return TREE_FILE.match(rel) is not None
 
 
-def device_sparse_dirs(device_id: str, bit_length: int | None) -> list[str]:
-    """Directories a device checks out of the tree (git sparse checkout, cone mode).
+# Depth (from the root tree) of the files of `metadata/`: a git fetch with
+# `--filter=tree:<METADATA_DEPTH + 1>` brings a commit's trees down to `metadata/bins/` and
+# `targets/devices/` (their entries excluded) and the top-level metadata files.
+METADATA_DEPTH = 2
 
-    Cone mode also takes the files directly inside every parent of a listed directory, so
-    listing the device's bin shard brings the top-level metadata (`metadata/*.json`) too.
-    Before the device knows the bin count (`bit_length`, from `targets.json`'s succinct
-    delegation) it lists only the bins folder's parent level. The fleet-wide targets' folders
-    (the Sigstore trusted root) are listed too.
+
+def device_tree_files(device_id: str, bit_length: int | None) -> list[tuple[str, re.Pattern[str]]]:
+    """The files of the tree a device fetches: (directory, pattern its file names must match).
+
+    Exactly what TUF verification of this device reads: the top-level metadata (the root
+    chain, timestamp, snapshot, targets), the versions of the device's own hash bin, the
+    versions of its own target, and the fleet-wide targets' folders. Before the device
+    knows the bin count (`bit_length`, from `targets.json`'s succinct delegation) its bin
+    is left out; the caller asks again once it has read `targets.json`.
     """
-    target_dir = f"targets/devices/{target_shard(device_id)}"
-    fleet_dirs = sorted({f"targets/{p.rpartition('/')[0]}" for p in FLEET_TARGETS})
-    if bit_length is None:
-        return [f"metadata/{BINS_PREFIX}/-", target_dir, *fleet_dirs]  # "-" names no shard: parents only
-    shard = bin_for_target(device_target_path(device_id), bit_length).split("-", 1)[1][:BIN_SHARD_HEX]
-    return [f"metadata/{BINS_PREFIX}/{shard}", target_dir, *fleet_dirs]
+    own_target = re.compile(r"^[0-9a-f]{64}\." + re.escape(device_id) + r"\.json$")
+    files = [("metadata", re.compile(r"^(?:\d+\.root|timestamp|\d+\.snapshot|\d+\.targets)\.json$"))]
+    if bit_length is not None:
+        own_bin = bin_for_target(device_target_path(device_id), bit_length)
+        files.append((metadata_file(f"1.{own_bin}.json").rpartition("/")[0],
+                      re.compile(r"^\d+\." + re.escape(own_bin) + r"\.json$")))
+    files.append((f"targets/devices/{target_shard(device_id)}", own_target))
+    for folder in sorted({f"targets/{p.rpartition('/')[0]}" for p in FLEET_TARGETS}):
+        files.append((folder, re.compile(r"^[0-9a-f]{64}\.[a-z0-9][a-z0-9._-]*\.json$")))
+    return files
