@@ -77,14 +77,18 @@ class Forged:
     how: str                           # "wrong-key" | "replayed"
 
 
-def check_forged(f: Forged, accepted_sha: set[str], used: set[tuple[str, int]],
-                 genuine_counters: set[tuple[str, int]]) -> str | None:
-    """A forged envelope must not be among those accepted, nor its (device, counter) used
-    unless that pair is the genuine report's own (a replay carries the genuine counter)."""
-    if f.sha256 in accepted_sha:
+def check_forged(f: Forged, rejected: dict[str, int], used: set[tuple[str, int]],
+                 latest: dict[str, int]) -> str | None:
+    """A forged envelope handed to `status` must be refused there (`rejected`: refusals per
+    device), and a wrong-key one, whose counter no genuine report has, must be neither the
+    device's latest accepted report nor among the reports a decision used. (A replay carries
+    its genuine report's counter, so only its refusal tells it apart.)"""
+    if f.how == "wrong-key" and latest.get(f.device) == f.counter:
         return f"forged report ({f.how}) of {f.device} counter {f.counter} was accepted"
-    if (f.device, f.counter) in used and (f.device, f.counter) not in genuine_counters:
+    if f.how == "wrong-key" and (f.device, f.counter) in used:
         return f"forged report ({f.how}) of {f.device} counter {f.counter} was used in a decision"
+    if not rejected.get(f.device):
+        return f"forged report ({f.how}) of {f.device} counter {f.counter} was not refused by status"
     return None
 
 
