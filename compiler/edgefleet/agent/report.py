@@ -268,7 +268,18 @@ _SAFE_INT = 2**53 - 1
 
 
 def _accepted_fast(payload: bytes) -> Report | None:
-    """The report when `payload` is plainly a canonical, valid one; None: ask the reference path.
+    """The report when `payload` is plainly a canonical, valid one; None: ask the reference path."""
+    value = _plainly_canonical(payload)
+    if value is None:
+        return None
+    try:
+        return Report.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def _plainly_canonical(payload: bytes) -> Any | None:
+    """The JSON value of `payload` when it is, without doubt, RFC 8785's form of it; else None.
 
     For an ASCII payload whose numbers all have one form in json and in RFC 8785, json's
     compact sorted form of the parsed value is RFC 8785's: the same string escapes, ASCII keys
@@ -277,16 +288,15 @@ def _accepted_fast(payload: bytes) -> Report | None:
     "0.00001"); ints within 53 bits (rfc8785 refuses the rest). So one comparison in C stands
     for rfc8785's serialiser. It also rules out duplicate keys (the dict keeps one, so its form
     is shorter than the payload) and NaN/Infinity (refused by the decoder and the encoder).
+    None never means "not canonical", only "not decided here".
     """
     if not payload.isascii():
         return None
     try:
         text = payload.decode("ascii")
         value = _PLAIN_JSON.decode(text)
-        if _JSON_FORM.encode(value) != text:
-            return None
-        return Report.model_validate(value)
-    except (ValueError, ValidationError, RecursionError, _NotPlain):
+        return value if _JSON_FORM.encode(value) == text else None
+    except (ValueError, RecursionError, _NotPlain):
         return None
 
 
