@@ -167,9 +167,10 @@ def test_workers_reading_a_store_give_what_one_process_gives(tmp_path, monkeypat
     log["reports"].insert(1, base64.b64encode(b"not an envelope").decode())
     (store / f"status/{devices[5]}.json").write_bytes(rfc8785.dumps(log))
     (store / f"status/{devices[6]}.json").write_bytes(b'{"format": "' + LOG_FORMAT.encode() + b'", "rep')
+    (store / "status/loop-0001.json").symlink_to("loop-0001.json")  # unreadable: no log, as agent-io reads it
 
     listed = list_report_devices(remote)
-    assert listed == sorted(by_device)
+    assert listed == sorted([*by_device, "loop-0001"])
     fast = [(d, e) for d, e in read_object_logs(remote, listed)]
     assert (devices[5], b"not an envelope") in fast
     assert [p for p in fast if p[1] != b"not an envelope"] == list(read_reports(remote))

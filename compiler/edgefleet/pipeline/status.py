@@ -181,7 +181,10 @@ class _Workers:
             if device in given:
                 g[device] = given[device]
         for pipe, (k, g) in zip(self.pipes, parts):
-            pipe.send((k, g, models, keep_timeline))
+            try:
+                pipe.send((k, g, models, keep_timeline))
+            except OSError:
+                pass  # the worker stopped (a source it could not read): its answer below says why
         del parts
         if stream is not None:
             batches: list[list[tuple[str, bytes]]] = [[] for _ in range(jobs)]

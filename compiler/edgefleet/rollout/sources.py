@@ -15,6 +15,7 @@ per device. Nothing read here is trusted: the pipeline verifies every envelope.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -290,10 +291,13 @@ def read_object_logs(source: str | Path, devices: list[str]) -> Iterator[tuple[s
 
 
 def _read_regular(path: str) -> bytes | None:
+    """`Path.read_bytes()` if `Path.is_file()` else None, without pathlib's cost per call."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):  # as is_file() ignores
+            return None
+        raise
     with open(path, "rb") as file:
         return file.read()
