@@ -432,8 +432,11 @@ def evaluate_rollout(name: str, path: str, rollout: Rollout, repo: FleetRepo, ve
         wave.tally.add(device.id, where, obs)
         if where != "silent" and obs is not None:
             wave.used.append((device.id, obs.counter))
-        by_class.setdefault(device.hardware_class, Tally()).add(device.id, where, obs)
-        by_site.setdefault(device.site, Tally()).add(device.id, where, obs)
+        for groups, group in ((by_class, device.hardware_class), (by_site, device.site)):
+            tally = groups.get(group)
+            if tally is None:
+                tally = groups[group] = Tally()
+            tally.add(device.id, where, obs)
     report = RolloutReport(name, path, rollout, out, dict(sorted(by_class.items())), dict(sorted(by_site.items())),
                            not_live, members)
     current = report.current
