@@ -86,6 +86,7 @@ def test_prechecked_verification_is_verify_report(tmp_path):
                             (ident.public_key, None), ("ed25519:xyz", ident.device_id)):
             want = _outcome(lambda: verify_report(envelope, key, device))
             assert _outcome(lambda: Prechecked(envelope).verify(key, device)) == want, (name, key, device)
+            assert _outcome(lambda: Prechecked(envelope, precheck=False).verify(key, device)) == want
     # The cases mean what they say (with the device's own key and id).
     accepted = {n for n, envelope in cases.items()
                 if _outcome(lambda: verify_report(envelope, ident.public_key, ident.device_id))[0] == "accepted"}

@@ -196,10 +196,13 @@ class Prechecked:
 
     __slots__ = ("envelope", "_payload", "_signer")
 
-    def __init__(self, envelope: bytes):
+    def __init__(self, envelope: bytes, precheck: bool = True):
+        """`precheck=False`: nothing done now (the key is known already): `verify` is `verify_report`."""
         self.envelope = envelope
         self._payload: bytes | None = None
         self._signer: str | None = None
+        if not precheck:
+            return
         try:
             payload, signatures = _open(envelope)
         except ReportError:

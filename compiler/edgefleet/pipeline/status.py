@@ -2,13 +2,15 @@
 
 Steps, each with one job:
 
-1. `verify_reports`: every envelope is checked before anything in it is used: the device
-   is enrolled (its id is in the inventory: E702), the signature is its enrolled
-   `public_key`'s and the report is its own (agent-io's `verify_report`: E66x), the counter
-   goes up (`check_sequence`: E665, replays), the generation is one the desired-state
-   tree really gave that device (E703), and its release counter never goes below one the
-   device reported before (E710). Refused reports are counted and listed by reason,
-   never used. The latest accepted report of each device is kept, per model.
+1. `verify_reports` (`start_verification` ... `finish`): every envelope is checked before
+   anything in it is used: the device is enrolled (its id is in the inventory: E702), the
+   signature is its enrolled `public_key`'s and the report is its own (agent-io's
+   `verify_report`, or `Prechecked.verify`, which gives the same: E66x), the counter goes up
+   (`check_sequence`: E665, replays), the generation is one the desired-state tree really
+   gave that device (E703), and its release counter never goes below one the device
+   reported before (E710). Refused reports are counted and listed by reason, never used.
+   The latest accepted report of each device is kept, per model. At scale, worker
+   processes read and pre-check signatures while the fleet loads (see `start_verification`).
 2. `evaluate_rollout` (pure): each device the rollout selects is placed in its wave; each
    live wave's devices are classified (rollout/observe.py) and tallied, and the current
    wave's gates are evaluated (rollout/gates.py) at `now`.
@@ -121,7 +123,7 @@ class _Verification:
             if self.jobs <= 1 or len(head) < PARALLEL_FROM:
                 verifier = _Verifier(*setup)
                 for device_id, envelope in itertools.chain(head, self.stream):
-                    verifier.add(device_id, Prechecked(envelope))
+                    verifier.add(device_id, Prechecked(envelope, precheck=False))  # the keys are known
                 out = verifier.out
             else:
                 self.workers = _Workers.fed(self.jobs)
