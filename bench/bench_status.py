@@ -15,7 +15,11 @@ per-file fsync, which alone would make setup take 10 minutes). Then, each in a f
   report, verify each (signature, counter, generation), aggregate per rollout, wave,
   class and site, evaluate the gates (`pipeline.status.run_status`);
 - promote: the same plus the decision and the round-trip write of the rollout's status
-  (`pipeline.promote.run_promote`, without --commit).
+  (`pipeline.promote.run_promote`, without --commit);
+- phases: status's steps run one after the other, each timed (`phase_seconds`: starting
+  the workers, validating the fleet, reading the desired-state generations, finishing the
+  verification, evaluating the rollout): where the time goes. In status the workers read
+  and check signatures while the fleet loads, so its wall time is below their sum.
 
 Reported: wall seconds, CPU seconds of the main process and of its verifying workers, peak
 RSS in MB of the main process and of the largest worker, the 1-minute load average at the
@@ -156,7 +160,9 @@ def measure(kind: str, fleet: str, desired: str, reports: str) -> dict:
 
     now = parse_time(NOW)
     wall, cpu = time.perf_counter(), time.process_time()
-    if kind == "status":
+    if kind == "phases":
+        extra = phases(Path(fleet), Path(desired), reports, now)
+    elif kind == "status":
         from edgefleet.pipeline.status import run_status
 
         result = run_status(Path(fleet), reports, now, desired=Path(desired), jobs=os.cpu_count() or 1)
@@ -176,22 +182,78 @@ def measure(kind: str, fleet: str, desired: str, reports: str) -> dict:
             "peak_rss_worker_mb": round(children.ru_maxrss / 1024), "load_average_1m": os.getloadavg()[0], **extra}
 
 
+def phases(fleet: Path, desired: Path, reports: str, now) -> dict:
+    """status's steps one after the other, each timed (wall seconds): where the time goes.
+
+    In `status` itself reading and signature checks (`started`) run in the workers while
+    the fleet loads, so its wall time is less than the sum of these.
+    """
+    from edgefleet.pipeline.status import enrolled_keys, evaluate_rollout, rollout_paths, start_verification
+    from edgefleet.pipeline.validate import validate_repository
+    from edgefleet.rollout.sources import read_given_generations
+
+    out = {}
+    t = time.perf_counter()
+    run = start_verification(reports, os.cpu_count() or 1)
+    out["start_workers"] = time.perf_counter() - t
+    t = time.perf_counter()
+    repo, _ = validate_repository(fleet)
+    out["validate_fleet"] = time.perf_counter() - t
+    t = time.perf_counter()
+    given = read_given_generations(desired, repo.fleet.doc.spec.desired_state_branch)
+    out["read_given_generations"] = time.perf_counter() - t
+    t = time.perf_counter()
+    try:
+        verified = run.finish(enrolled_keys(repo), given.by_device, ["meter-digits"])
+    finally:
+        run.close()
+    out["finish_verification"] = time.perf_counter() - t
+    t = time.perf_counter()
+    name, rel = "bench-rollout", rollout_paths(repo)["bench-rollout"]
+    evaluate_rollout(name, rel, repo.rollouts[name].doc, repo, verified, now)
+    out["evaluate_rollout"] = time.perf_counter() - t
+    return {"phase_seconds": {k: round(v, 2) for k, v in out.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--keep", metavar="DIR", help="set up in DIR (kept) instead of a temporary directory")
+    parser.add_argument("--reuse", metavar="DIR", help="measure on a setup kept with --keep; no setup")
     parser.add_argument("--measure", nargs=4, metavar=("KIND", "FLEET", "DESIRED", "REPORTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure)))
         return
+    if args.reuse:
+        info = json.loads((Path(args.reuse) / "setup.json").read_text())
+        print(json.dumps(run_all(info, info["devices"]), indent=2))
+        return
+    if args.keep:
+        work = Path(args.keep)
+        work.mkdir(parents=True)
+        info = {**setup(work, args.devices), "devices": args.devices}
+        (work / "setup.json").write_text(json.dumps(info))
+        print(json.dumps(run_all(info, args.devices), indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="bench-status-") as tmp:
         info = setup(Path(tmp), args.devices)
-        out = {"devices": args.devices, "setup_seconds": info["setup_seconds"]}
-        for kind in ("status", "promote"):
+        print(json.dumps(run_all(info, args.devices), indent=2))
+
+
+def run_all(info: dict, devices: int) -> dict:
+    out = {"devices": devices, "setup_seconds": info["setup_seconds"], "load_average_1m_before": os.getloadavg()[0]}
+    rollout = Path(info["fleet"]) / "rollouts/bench-rollout.yaml"
+    before = rollout.read_bytes()
+    try:
+        for kind in ("status", "promote", "phases"):
             run = subprocess.run([sys.executable, __file__, "--measure", kind, info["fleet"], info["desired"],
                                   info["reports"]], capture_output=True, text=True, check=True)
             out[kind] = json.loads(run.stdout.strip().splitlines()[-1])
-        print(json.dumps(out, indent=2))
+            rollout.write_bytes(before)  # promote wrote the decision: the next run starts where this one did
+    finally:
+        rollout.write_bytes(before)
+    return out
 
 
 if __name__ == "__main__":

@@ -188,6 +188,49 @@ def verify_report(envelope: bytes, public_key: str, device_id: str | None) -> Re
     """
     if not isinstance(public_key, str) or not PUBLIC_KEY.fullmatch(public_key):
         raise ReportError("E666", "the enrolled public key is not 'ed25519:' and 64 hex digits")
+    payload, signatures = _open(envelope)
+    pae = Envelope(payload, PAYLOAD_TYPE, {}).pae()
+    if not any(verify_signature(public_key, sig, pae) for _, sig in signatures):
+        raise ReportError("E663", "the report's signature does not verify with the device's enrolled key")
+    return _signed_report(payload, device_id)
+
+
+class Prechecked:
+    """An envelope opened, and its signature checked against the key its own `keyid` names,
+    before the enrolled key is known (readers overlap this, the costly part, with loading
+    the inventory). Nothing here is trusted and the payload is not parsed: `verify` gives
+    exactly what `verify_report(envelope, public_key, device_id)` gives, taking the short
+    way only when the signature that verified is `public_key`'s (the keyid is a hint, so a
+    valid signature under a wrong hint still takes the long way and verifies).
+    """
+
+    __slots__ = ("envelope", "_payload", "_signer")
+
+    def __init__(self, envelope: bytes, precheck: bool = True):
+        """`precheck=False`: nothing done now (the key is known already): `verify` is `verify_report`."""
+        self.envelope = envelope
+        self._payload: bytes | None = None
+        self._signer: str | None = None
+        if not precheck:
+            return
+        try:
+            payload, signatures = _open(envelope)
+        except ReportError:
+            return  # verify() raises the same error again
+        pae = Envelope(payload, PAYLOAD_TYPE, {}).pae()
+        for keyid, sig in signatures:
+            if PUBLIC_KEY.fullmatch(keyid) and verify_signature(keyid, sig, pae):
+                self._payload, self._signer = payload, keyid
+                return
+
+    def verify(self, public_key: str, device_id: str | None) -> Report:
+        if self._signer is not None and self._signer == public_key:
+            return _signed_report(self._payload, device_id)
+        return verify_report(self.envelope, public_key, device_id)
+
+
+def _open(envelope: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The payload and (keyid, signature) pairs of a well-formed envelope (E660, E661)."""
     if not isinstance(envelope, (bytes, bytearray)):
         raise ReportError("E661", "a report envelope is bytes")
     if len(envelope) > MAX_ENVELOPE:
@@ -200,22 +243,93 @@ def verify_report(envelope: bytes, public_key: str, device_id: str | None) -> Re
         raise ReportError("E661", f"payloadType is {parsed.payloadType[:64]!r}, not {PAYLOAD_TYPE!r}")
     try:
         payload = _unb64(parsed.payload)
-        signatures = [_unb64(s.sig) for s in parsed.signatures]
+        signatures = [(s.keyid, _unb64(s.sig)) for s in parsed.signatures]
     except ValueError as exc:
         raise ReportError("E661", f"invalid base64 in the envelope: {exc}") from exc
-    pae = Envelope(payload, PAYLOAD_TYPE, {}).pae()
-    if not any(verify_signature(public_key, sig, pae) for sig in signatures):
-        raise ReportError("E663", "the report's signature does not verify with the device's enrolled key")
-    try:
-        value = _strict_json(payload)
-        report = Report.model_validate(value)
-    except (ValueError, ValidationError) as exc:
-        raise ReportError("E662", f"the signed payload is not a valid {REPORT_FORMAT} report: {_brief(exc)}") from exc
-    if rfc8785.dumps(value) != payload:
-        raise ReportError("E662", "the signed payload is not canonical JSON (RFC 8785)")
+    return payload, signatures
+
+
+def _signed_report(payload: bytes, device_id: str | None) -> Report:
+    """The report in a payload whose signature verified: strict JSON, a valid report, canonical
+    (E662), of `device_id` (E664).
+
+    `_accepted_fast` decides most reports without re-serialising them; whatever it does not
+    accept takes the reference path below, so every refusal and its message stay the same.
+    """
+    report = _accepted_fast(payload)
+    if report is None:
+        try:
+            value = _strict_json(payload)
+            report = Report.model_validate(value)
+        except (ValueError, ValidationError) as exc:
+            raise ReportError("E662", f"the signed payload is not a valid {REPORT_FORMAT} report: "
+                                      f"{_brief(exc)}") from exc
+        try:
+            canonical = rfc8785.dumps(value) == payload
+        except rfc8785.CanonicalizationError:
+            canonical = False
+        if not canonical:
+            raise ReportError("E662", "the signed payload is not canonical JSON (RFC 8785)")
     if device_id is not None and report.device != device_id:
         raise ReportError("E664", f"the report is for device {report.device!r}, not {device_id!r}")
     return report
+
+
+# json's compact sorted form: byte for byte RFC 8785's where `_accepted_fast` relies on it.
+_JSON_FORM = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"))
+_SAFE_INT = 2**53 - 1
+
+
+def _accepted_fast(payload: bytes) -> Report | None:
+    """The report when `payload` is plainly a canonical, valid one; None: ask the reference path."""
+    value = _plainly_canonical(payload)
+    if value is None:
+        return None
+    try:
+        return Report.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def _plainly_canonical(payload: bytes) -> Any | None:
+    """The JSON value of `payload` when it is, without doubt, RFC 8785's form of it; else None.
+
+    For an ASCII payload whose numbers all have one form in json and in RFC 8785, json's
+    compact sorted form of the parsed value is RFC 8785's: the same string escapes, ASCII keys
+    sort the same by code point as by UTF-16 unit. Python's float repr agrees with ECMAScript's
+    number form when it has no exponent and is not integral ("4.0" is "4" there, "1e-05" is
+    "0.00001"); ints within 53 bits (rfc8785 refuses the rest). So one comparison in C stands
+    for rfc8785's serialiser. It also rules out duplicate keys (the dict keeps one, so its form
+    is shorter than the payload) and NaN/Infinity (refused by the decoder and the encoder).
+    None never means "not canonical", only "not decided here".
+    """
+    if not payload.isascii():
+        return None
+    try:
+        text = payload.decode("ascii")
+        value = _PLAIN_JSON.decode(text)
+        return value if _JSON_FORM.encode(value) == text else None
+    except (ValueError, RecursionError, _NotPlain):
+        return None
+
+
+class _NotPlain(Exception):
+    """A number whose json and RFC 8785 forms may differ: the reference path decides."""
+
+
+def _plain_float(token: str) -> float:
+    value = float(token)
+    shown = repr(value)
+    if "e" in shown or "n" in shown or shown.endswith(".0"):
+        raise _NotPlain(token)
+    return value
+
+
+def _plain_int(token: str) -> int:
+    value = int(token)
+    if len(token) > 15 and not -_SAFE_INT <= value <= _SAFE_INT:
+        raise _NotPlain(token)
+    return value
 
 
 def check_sequence(previous_counter: int | None, report: Report) -> None:
@@ -240,7 +354,10 @@ def unverified_counter(envelope: bytes) -> int | None:
 
 def _strict_json(data: bytes) -> Any:
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
+        text = data.decode("utf-8")
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _STRICT_JSON.decode(text)
     except RecursionError as exc:  # "[[[[...": 64 KiB of brackets is deeper than the parser's stack
         raise ValueError("nested too deeply") from exc
 
@@ -276,3 +393,8 @@ def _brief(exc: Exception) -> str:
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         return f"{where}: {first.get('msg', '')}{more}"[:300]
     return str(exc)[:300]
+
+
+# Built once: json.loads with options builds a decoder per call.
+_STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
+_PLAIN_JSON = json.JSONDecoder(parse_float=_plain_float, parse_int=_plain_int, parse_constant=_refuse_constant)

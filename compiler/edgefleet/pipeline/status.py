@@ -2,13 +2,15 @@
 
 Steps, each with one job:
 
-1. `verify_reports`: every envelope is checked before anything in it is used: the device
-   is enrolled (its id is in the inventory: E702), the signature is its enrolled
-   `public_key`'s and the report is its own (agent-io's `verify_report`: E66x), the counter
-   goes up (`check_sequence`: E665, replays), the generation is one the desired-state
-   tree really gave that device (E703), and its release counter never goes below one the
-   device reported before (E710). Refused reports are counted and listed by reason,
-   never used. The latest accepted report of each device is kept, per model.
+1. `verify_reports` (`start_verification` ... `finish`): every envelope is checked before
+   anything in it is used: the device is enrolled (its id is in the inventory: E702), the
+   signature is its enrolled `public_key`'s and the report is its own (agent-io's
+   `verify_report`, or `Prechecked.verify`, which gives the same: E66x), the counter goes up
+   (`check_sequence`: E665, replays), the generation is one the desired-state tree really
+   gave that device (E703), and its release counter never goes below one the device
+   reported before (E710). Refused reports are counted and listed by reason, never used.
+   The latest accepted report of each device is kept, per model. At scale, worker
+   processes read and pre-check signatures while the fleet loads (see `start_verification`).
 2. `evaluate_rollout` (pure): each device the rollout selects is placed in its wave; each
    live wave's devices are classified (rollout/observe.py) and tallied, and the current
    wave's gates are evaluated (rollout/gates.py) at `now`.
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+from edgefleet.agent.report import Prechecked, ReportError, check_sequence, unverified_counter
 from edgefleet.core.diagnostics import Diagnostic, error, has_errors
 from edgefleet.core.source import Location
 from edgefleet.desired.activation import parse_time
@@ -33,7 +37,8 @@ from edgefleet.load.repo import FleetRepo
 from edgefleet.rollout.aggregate import Tally
 from edgefleet.rollout.gates import GateResult, evaluate, with_earlier_waves
 from edgefleet.rollout.observe import Observation, observe, standing
-from edgefleet.rollout.sources import GivenGenerations, SourceError, read_envelopes, read_given_generations
+from edgefleet.rollout.sources import (GivenGenerations, SourceError, list_report_devices, object_store_folder,
+                                      read_envelopes, read_given_generations, read_object_logs)
 from edgefleet.rules.selectors import matches
 from edgefleet.spec.rollout import Evidence, Rollout
 
@@ -64,7 +69,7 @@ class VerifiedReports:
         return dict(sorted(out.items()))
 
 
-PARALLEL_FROM = 5000  # envelopes; below this, worker processes cost more than they save
+PARALLEL_FROM = 5000  # envelopes (or devices at a listable source); below, workers cost more than they save
 BATCH = 256  # envelopes per message to a worker
 
 
@@ -72,109 +77,242 @@ def verify_reports(envelopes: Iterable[tuple[str, bytes]], repo: FleetRepo, give
                    models: Iterable[str], keep_timeline: bool = False, jobs: int = 1) -> VerifiedReports:
     """Verify every envelope as it is read; from PARALLEL_FROM envelopes on, in `jobs` processes.
 
-    Envelopes are routed to workers by a hash of the device id, so each device's reports
-    are checked in arrival order by one `_Verifier` (the counter check is per device) while
-    the main process keeps reading: the result is the same whatever `jobs` is, and the
-    rejections are sorted.
+    The result is the same whatever `jobs` is, and the rejections are sorted.
     """
-    keys = {d.doc.id: d.doc.public_key for d in repo.devices}
-    models = tuple(sorted(set(models)))
-    stream = iter(envelopes)
-    head = list(itertools.islice(stream, PARALLEL_FROM))
-    if jobs <= 1 or len(head) < PARALLEL_FROM:
-        verifier = _Verifier(keys, given.by_device, models, keep_timeline)
-        for device_id, envelope in itertools.chain(head, stream):
-            verifier.add(device_id, envelope)
-        out = verifier.out
-    else:
-        out = _verify_in_workers(itertools.chain(head, stream), jobs,
-                                 (keys, given.by_device, models, keep_timeline))
-    out.rejected.sort(key=lambda r: (r.device, -1 if r.counter is None else r.counter, r.code, r.reason))
-    return out
-
-
-def _verify_in_workers(envelopes, jobs: int, setup: tuple) -> VerifiedReports:
-    import multiprocessing
-    import queue
-    import zlib
-
-    context = multiprocessing.get_context("fork")  # workers inherit keys and generations, unpickled
-    inboxes = [context.Queue(maxsize=64) for _ in range(jobs)]
-    results = context.Queue()
-    workers = [context.Process(target=_worker_main, args=(inbox, results, *setup), daemon=True)
-               for inbox in inboxes]
-    for worker in workers:
-        worker.start()
-    parts: list = []
+    run = start_verification(envelopes, jobs)
     try:
-        batches: list[list[tuple[str, bytes]]] = [[] for _ in range(jobs)]
-        for device_id, envelope in envelopes:
-            i = zlib.crc32(device_id.encode()) % jobs
-            batches[i].append((device_id, envelope))
-            if len(batches[i]) >= BATCH:
-                inboxes[i].put(batches[i])
-                batches[i] = []
-        for i, inbox in enumerate(inboxes):
-            if batches[i]:
-                inbox.put(batches[i])
-            inbox.put(None)  # end of input
-        while len(parts) < jobs:
-            try:
-                parts.append(results.get(timeout=1))
-            except queue.Empty:
-                if not any(w.is_alive() for w in workers) and results.empty():
-                    raise RuntimeError("a report-verifying worker process died") from None
+        return run.finish(enrolled_keys(repo), given.by_device, models, keep_timeline)
     finally:
-        for worker in workers:
-            worker.join(timeout=5)
-            if worker.is_alive():
-                worker.terminate()
-    out = VerifiedReports()
-    for part in parts:
-        if isinstance(part, str):
-            raise RuntimeError(f"a report-verifying worker failed: {part}")
-        out.latest.update(part.latest)
-        out.timeline.update(part.timeline)
-        out.accepted += part.accepted
-        out.rejected += part.rejected
-    return out
+        run.close()
 
 
-def _worker_main(inbox, results, keys, given, models, keep_timeline) -> None:
+def enrolled_keys(repo: FleetRepo) -> dict[str, str]:
+    return {d.doc.id: d.doc.public_key for d in repo.devices}
+
+
+def start_verification(reports, jobs: int = 1) -> _Verification:
+    """Begin reading and pre-checking the reports before the inventory is known.
+
+    `reports`: a status remote / folder / object-store URL, or (device id, envelope) pairs.
+    At a source that lists its devices cheaply (a folder, a `dir:` store, a local git
+    repository) with PARALLEL_FROM devices or more, `jobs` worker processes start now, each
+    reading its own share of the devices (by a hash of the id, so each device's reports are
+    checked in order by one worker) and checking each signature against the key the envelope
+    names (`Prechecked`), while this process loads the fleet. `finish` then hands them the
+    enrolled keys and the given generations; nothing is accepted before that. Elsewhere the
+    reports are read by this process in `finish`, as they are verified.
+    """
+    devices = list_report_devices(reports) if isinstance(reports, (str, Path)) else None
+    if jobs > 1 and devices is not None and len(devices) >= PARALLEL_FROM:
+        return _Verification(None, _Workers.reading(str(reports), devices, jobs))
+    if isinstance(reports, (str, Path)):
+        return _Verification(read_envelopes(str(reports)), None, jobs)
+    return _Verification(iter(reports), None, jobs)
+
+
+class _Verification:
+    def __init__(self, stream: Iterator[tuple[str, bytes]] | None, workers: _Workers | None, jobs: int = 1):
+        self.stream, self.workers, self.jobs = stream, workers, jobs
+
+    def finish(self, keys: dict[str, str], given: dict, models: Iterable[str],
+               keep_timeline: bool = False) -> VerifiedReports:
+        """Every report verified; raises SourceError when the source cannot be read."""
+        setup = (keys, given, tuple(sorted(set(models))), keep_timeline)
+        if self.workers is None:
+            head = list(itertools.islice(self.stream, PARALLEL_FROM))
+            if self.jobs <= 1 or len(head) < PARALLEL_FROM:
+                verifier = _Verifier(*setup)
+                for device_id, envelope in itertools.chain(head, self.stream):
+                    verifier.add(device_id, Prechecked(envelope, precheck=False))  # the keys are known
+                out = verifier.out
+            else:
+                self.workers = _Workers.fed(self.jobs)
+                out = self.workers.finish(setup, itertools.chain(head, self.stream))
+        else:
+            out = self.workers.finish(setup)
+        out.rejected.sort(key=lambda r: (r.device, -1 if r.counter is None else r.counter, r.code, r.reason))
+        return out
+
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+
+
+def _shard(device_id: str, jobs: int) -> int:
+    return zlib.crc32(device_id.encode()) % jobs
+
+
+class _Workers:
+    """Forked verifying processes: each reads (or is sent) its devices' envelopes, pre-checks
+    them at once, and verifies them once the keys arrive on its pipe; the result comes back
+    on the same pipe as plain tuples (cheap to pickle)."""
+
+    def __init__(self, jobs: int, shards: list[list[str]] | None, source: str | None):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")  # nothing to import or unpickle at start
+        self.inboxes = [context.Queue(maxsize=64) for _ in range(jobs)] if shards is None else None
+        self.pipes, self.processes = [], []
+        for i in range(jobs):
+            mine, theirs = context.Pipe()
+            items = (source, shards[i]) if shards is not None else self.inboxes[i]
+            process = context.Process(target=_worker_main, args=(items, theirs), daemon=True)
+            process.start()
+            theirs.close()
+            self.pipes.append(mine)
+            self.processes.append(process)
+
+    @classmethod
+    def reading(cls, source: str, devices: list[str], jobs: int) -> _Workers:
+        shards: list[list[str]] = [[] for _ in range(jobs)]
+        for device in devices:
+            shards[_shard(device, jobs)].append(device)
+        return cls(jobs, shards, source)
+
+    @classmethod
+    def fed(cls, jobs: int) -> _Workers:
+        return cls(jobs, None, None)
+
+    def finish(self, setup: tuple, stream: Iterator[tuple[str, bytes]] | None = None) -> VerifiedReports:
+        keys, given, models, keep_timeline = setup
+        jobs = len(self.processes)
+        parts: list[tuple[dict, dict]] = [({}, {}) for _ in range(jobs)]  # each worker its devices' share
+        for device, key in keys.items():
+            k, g = parts[_shard(device, jobs)]
+            k[device] = key
+            if device in given:
+                g[device] = given[device]
+        for pipe, (k, g) in zip(self.pipes, parts):
+            try:
+                pipe.send((k, g, models, keep_timeline))
+            except OSError:
+                pass  # the worker stopped (a source it could not read): its answer below says why
+        del parts
+        if stream is not None:
+            batches: list[list[tuple[str, bytes]]] = [[] for _ in range(jobs)]
+            for device_id, envelope in stream:
+                i = _shard(device_id, jobs)
+                batches[i].append((device_id, envelope))
+                if len(batches[i]) >= BATCH:
+                    self._put(i, batches[i])
+                    batches[i] = []
+            for i in range(jobs):
+                if batches[i]:
+                    self._put(i, batches[i])
+                self._put(i, None)  # end of input
+        out = VerifiedReports()
+        for i, pipe in enumerate(self.pipes):
+            kind, value = self._receive(i)
+            if kind == "source":
+                raise SourceError(value)
+            if kind != "ok":
+                raise RuntimeError(f"a report-verifying worker failed: {value}")
+            latest, timeline, accepted, rejected = value
+            out.latest.update(latest)
+            out.timeline.update(timeline)
+            out.accepted += accepted
+            out.rejected += [Rejection(*r) for r in rejected]
+        return out
+
+    def _put(self, i: int, batch) -> None:
+        import queue
+
+        while True:
+            try:
+                self.inboxes[i].put(batch, timeout=1)
+                return
+            except queue.Full:
+                if not self.processes[i].is_alive():
+                    raise RuntimeError("a report-verifying worker process died") from None
+
+    def _receive(self, i: int):
+        pipe, process = self.pipes[i], self.processes[i]
+        while not pipe.poll(1):
+            if not process.is_alive() and not pipe.poll(0):
+                raise RuntimeError("a report-verifying worker process died")
+        try:
+            return pipe.recv()
+        except EOFError:
+            raise RuntimeError("a report-verifying worker process died") from None
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.close()
+        for process in self.processes:
+            process.join(timeout=0.5)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+
+
+def _worker_main(items, pipe) -> None:
+    """Pre-check envelopes as they come; verify them once (keys, generations, ...) arrive."""
     try:
-        verifier = _Verifier(keys, given, models, keep_timeline)
-        while (batch := inbox.get()) is not None:
-            for device_id, envelope in batch:
-                verifier.add(device_id, envelope)
-        results.put(verifier.out)
+        drop_unreadable = False
+        if isinstance(items, tuple):
+            source, devices = items
+            drop_unreadable = object_store_folder(source) is not None
+            stream = read_object_logs(source, devices) if drop_unreadable else read_envelopes(source, devices)
+        else:
+            stream = iter(items.get, None)
+            stream = (pair for batch in stream for pair in batch)
+        verifier: _Verifier | None = None
+        waiting: list[tuple[str, Prechecked]] = []
+        for device_id, envelope in stream:
+            checked = Prechecked(envelope)
+            if verifier is None and pipe.poll():
+                verifier = _Verifier(*pipe.recv(), drop_unreadable=drop_unreadable)
+                for pair in waiting:
+                    verifier.add(*pair)
+                waiting = []
+            if verifier is None:
+                waiting.append((device_id, checked))
+            else:
+                verifier.add(device_id, checked)
+        if verifier is None:
+            verifier = _Verifier(*pipe.recv(), drop_unreadable=drop_unreadable)
+            for pair in waiting:
+                verifier.add(*pair)
+        out = verifier.out
+        pipe.send(("ok", (out.latest, out.timeline, out.accepted,
+                          [(r.device, r.counter, r.code, r.reason) for r in out.rejected])))
+    except SourceError as exc:
+        pipe.send(("source", str(exc)))
+    except EOFError:
+        return  # the main process gave up (an invalid fleet): nothing to report
     except BaseException as exc:  # reported to the main process, which raises it
-        results.put(f"{type(exc).__name__}: {exc}")
+        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class _Verifier:
     """Checks envelopes one at a time, remembering per device the last accepted counter and release."""
 
-    def __init__(self, keys: dict[str, str], given: dict, models: tuple[str, ...], keep_timeline: bool):
-        from edgefleet.agent.report import ReportError, check_sequence, verify_report
-
+    def __init__(self, keys: dict[str, str], given: dict, models: tuple[str, ...], keep_timeline: bool,
+                 drop_unreadable: bool = False):
         self.keys, self.given, self.models, self.keep_timeline = keys, given, models, keep_timeline
-        self._error, self._check_sequence, self._verify = ReportError, check_sequence, verify_report
+        # From `read_object_logs`: a refused envelope without a readable counter is left out,
+        # as agent-io's reader leaves it out of a store's log.
+        self.drop_unreadable = drop_unreadable
         self.last_counter: dict[str, int] = {}
         self.last_release: dict[str, int] = {}
         self.out = VerifiedReports()
 
-    def add(self, device_id: str, envelope: bytes) -> None:
+    def add(self, device_id: str, checked: Prechecked) -> None:
         out = self.out
         key = self.keys.get(device_id)
         if key is None:
-            out.rejected.append(Rejection(device_id, None, "E702", "the device is not enrolled (not in the inventory)"))
+            if not self._dropped(checked):
+                out.rejected.append(Rejection(device_id, None, "E702",
+                                              "the device is not enrolled (not in the inventory)"))
             return
         try:
-            report = self._verify(envelope, key, device_id)
-            self._check_sequence(self.last_counter.get(device_id), report)
-        except self._error as exc:
+            report = checked.verify(key, device_id)
+            check_sequence(self.last_counter.get(device_id), report)
+        except ReportError as exc:
+            if self._dropped(checked):
+                return
             code, message = exc.code, exc.message
-            claimed = _claimed_device(envelope) if code == "E663" else None
+            claimed = _claimed_device(checked.envelope) if code == "E663" else None
             if claimed is not None and claimed != device_id:  # say why the key cannot match
                 code, message = "E664", f"a report of device {claimed!r} was delivered as {device_id!r}'s"
             out.rejected.append(Rejection(device_id, None, code, message))
@@ -203,6 +341,9 @@ class _Verifier:
             out.latest[(device_id, model)] = obs
             if self.keep_timeline:
                 out.timeline.setdefault((device_id, model), []).append(obs)
+
+    def _dropped(self, checked: Prechecked) -> bool:
+        return self.drop_unreadable and unverified_counter(checked.envelope) is None
 
 
 def _claimed_device(envelope: bytes) -> str | None:
@@ -293,8 +434,11 @@ def evaluate_rollout(name: str, path: str, rollout: Rollout, repo: FleetRepo, ve
         wave.tally.add(device.id, where, obs)
         if where != "silent" and obs is not None:
             wave.used.append((device.id, obs.counter))
-        by_class.setdefault(device.hardware_class, Tally()).add(device.id, where, obs)
-        by_site.setdefault(device.site, Tally()).add(device.id, where, obs)
+        for groups, group in ((by_class, device.hardware_class), (by_site, device.site)):
+            tally = groups.get(group)
+            if tally is None:
+                tally = groups[group] = Tally()
+            tally.add(device.id, where, obs)
     report = RolloutReport(name, path, rollout, out, dict(sorted(by_class.items())), dict(sorted(by_site.items())),
                            not_live, members)
     current = report.current
@@ -331,27 +475,31 @@ def load_inputs(root: Path, reports, desired: Path | None, models: Iterable[str]
     """Validate the fleet, read the desired-state history and verify every report."""
     from edgefleet.pipeline.validate import validate_repository
 
-    repo, diags = validate_repository(root)
-    if has_errors(diags):
-        return None, None, 0, diags
-    branch = branch or repo.fleet.doc.spec.desired_state_branch
+    # Reading and signature checks start first: at scale they overlap loading the fleet.
+    verification = start_verification(reports, jobs)
     try:
-        given = read_given_generations(desired or root, branch)
-    except SourceError as exc:
-        return repo, None, 0, diags + [error(
-            "E705", f"no desired-state history to check report generations against: {exc}",
-            Location(str(desired or root)),
-            f"pass --desired with the git repository holding branch '{branch}' (compile --commit {branch}), "
-            "or a compiled tree")]
-    models = list(models) or sorted({r.doc.spec.model for r in repo.rollouts.values()})
-    try:
-        envelopes = read_envelopes(reports) if isinstance(reports, (str, Path)) else reports
-        verified = verify_reports(envelopes, repo, given, models, keep_timeline, jobs)
-    except SourceError as exc:
-        return repo, None, 0, diags + [error("E704", str(exc), Location(str(reports)),
-                                             "give a status remote (git URL or path), a folder of reports, "
-                                             "or an object store URL")]
-    return repo, verified, given.commits, diags
+        repo, diags = validate_repository(root)
+        if has_errors(diags):
+            return None, None, 0, diags
+        branch = branch or repo.fleet.doc.spec.desired_state_branch
+        try:
+            given = read_given_generations(desired or root, branch)
+        except SourceError as exc:
+            return repo, None, 0, diags + [error(
+                "E705", f"no desired-state history to check report generations against: {exc}",
+                Location(str(desired or root)),
+                f"pass --desired with the git repository holding branch '{branch}' (compile --commit {branch}), "
+                "or a compiled tree")]
+        models = list(models) or sorted({r.doc.spec.model for r in repo.rollouts.values()})
+        try:
+            verified = verification.finish(enrolled_keys(repo), given.by_device, models, keep_timeline)
+        except SourceError as exc:
+            return repo, None, 0, diags + [error("E704", str(exc), Location(str(reports)),
+                                                 "give a status remote (git URL or path), a folder of reports, "
+                                                 "or an object store URL")]
+        return repo, verified, given.commits, diags
+    finally:
+        verification.close()
 
 
 def run_status(root: Path, reports, now: datetime, desired: Path | None = None,
