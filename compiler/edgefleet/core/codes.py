@@ -208,6 +208,7 @@ _CODES = (
     Code("W301", "`onnx.checker` rejects the model (runtimes may still load it)"),
     Code("W401", "in GitHub Actions without an OIDC token: provenance unsigned", "fleet.yaml `signing.provenance`"),
     Code("N301", "OpenVINO device not on this host; checked on CPU as a proxy (one note per class)", "`runtime.device`"),
+    Code("N510", "compile: the snapshot still lists the bin roles of an earlier, larger `hash_bins` (every device's poll downloads them) until the snapshot key rotates", "`edgefleet keys rotate snapshot --keys DIR`, then compile"),
     Code("N302", "operators could not be checked (runtime not installed, or a version not in the tables)", "`runtime.version`"),
 )
 
