@@ -19,12 +19,18 @@ edit the README's prose describes).
 
 Output is compared line by line after normalising only what is genuinely not deterministic
 (`normalise`, each rule named there); everything else must match exactly, so an edited
-README line or a changed output fails the test, with a diff.
+README line or a changed output fails the test, with a diff. README's laid-out desired state
+of a device (`<!-- readme-desired-state: EXAMPLE DEVICE -->` before a ```json block) is
+compared field by field with what `edgefleet verify` printed in that example.
+
+`PYTHONPATH=compiler:. python3 tests/test_readme_examples.py [NAME...]` prints what the
+examples print now (normalised), to update README from.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shutil
@@ -153,10 +159,27 @@ def _latency_limit(work: Path, recipes: int) -> None:
     path.write_text("".join(out))
 
 
+def _setup_half_live(work: Path, main: Path) -> None:
+    """README "Previewing a change": the example fleet committed and built; in the work tree its
+    rollout's status moves on to the second wave."""
+    git = ["git", "-c", "commit.gpgsign=false", "-c", "user.name=readme", "-c", "user.email=readme@example.invalid"]
+    (work / ".gitignore").write_text(".edgefleet/\n")
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-q", "-m", "the example fleet"], check=True)
+    # the builds of the main work folder (README builds there first), so sizes are exact
+    shutil.copytree(main / "fleet/.edgefleet/artifacts", work / "fleet/.edgefleet/artifacts")
+    rollout = work / "fleet/rollouts/meter-digits-1-1.yaml"
+    _replace(rollout, "  current_wave: 0\n", "  current_wave: 1\n")
+    _replace(rollout, '    canary: "2026-11-20T08:00:00Z"\n',
+             '    canary: "2026-11-20T08:00:00Z"\n    half: "2026-11-21T08:00:00Z"\n')
+
+
 SETUPS = {
-    "two-mistakes": _setup_two_mistakes,
-    "latency-limit-first": lambda work: _latency_limit(work, 1),
-    "latency-limit-all": lambda work: _latency_limit(work, 3),
+    "two-mistakes": lambda work, main: _setup_two_mistakes(work),
+    "latency-limit-first": lambda work, main: _latency_limit(work, 1),
+    "latency-limit-all": lambda work, main: _latency_limit(work, 3),
+    "half-live": _setup_half_live,
 }
 
 
@@ -199,7 +222,7 @@ def run_examples(base: Path, examples: list[Example]) -> dict[str, Run]:
         work, d = (main_work, main_d)
         if example.setup:
             work, d = _workspace(base, example.name)
-            SETUPS[example.setup](work)
+            SETUPS[example.setup](work, main_work)
         env = _env(base, d)
         temp = {str(d): "$D", str(work) + "/": ""}
         outputs = []
@@ -222,12 +245,68 @@ def example_runs(tmp_path_factory) -> dict[str, Run]:
 
 # --- tests ------------------------------------------------------------------------------------
 
+# README's laid-out desired state (`<!-- readme-desired-state: EXAMPLE DEVICE -->` before a ```json
+# block) is compared with the JSON `edgefleet verify --device DEVICE` printed in that example.
+# `…` is README's elision: `, …}` more keys, `, …]` more items, `"abc…"` a string starting so.
+_DESIRED = re.compile(r"<!-- readme-desired-state: (?P<example>[a-z0-9-]+) (?P<device>\S+) -->\n```json\n(?P<body>.*?)^```$",
+                      re.S | re.M)
+MORE = "\u2026"
+
+
+def elided_json(text: str):
+    text = re.sub(r",\s*…\s*\}", f', "{MORE}": true}}', text)
+    return json.loads(re.sub(r",\s*…\s*\]", f', "{MORE}"]', text))
+
+
+def json_mismatches(shown, real, where: str = "$") -> list[str]:
+    if isinstance(shown, dict):
+        if not isinstance(real, dict):
+            return [f"{where}: README shows an object, the real value is {real!r}"]
+        keys = set(shown) - {MORE}
+        problems = [f"{where}.{k}: not in the real desired state" for k in sorted(keys - set(real))]
+        if MORE not in shown:
+            problems += [f"{where}.{k}: in the real desired state, not in README" for k in sorted(set(real) - keys)]
+        return problems + [p for k in sorted(keys & set(real)) for p in json_mismatches(shown[k], real[k], f"{where}.{k}")]
+    if isinstance(shown, list):
+        open_ended = bool(shown) and shown[-1] == MORE
+        items = shown[:-1] if open_ended else shown
+        if not isinstance(real, list) or len(real) < len(items) or (not open_ended and len(real) != len(items)):
+            return [f"{where}: README shows {len(items)} item(s), the real value is {real!r}"]
+        return [p for i, item in enumerate(items) for p in json_mismatches(item, real[i], f"{where}[{i}]")]
+    if isinstance(shown, str) and shown.endswith(MORE) and isinstance(real, str):
+        return [] if real.startswith(shown[:-1]) else [f"{where}: README {shown!r}, real {real!r}"]
+    return [] if shown == real and type(shown) is type(real) else [f"{where}: README {shown!r}, real {real!r}"]
+
+
+def test_elided_json_comparison_refuses_drift():
+    real = {"a": 1, "b": {"c": "abcdef", "d": [1, 2, 3]}, "e": None}
+    assert json_mismatches(elided_json('{"a": 1, "b": {"c": "abc…", "d": [1, …]}, …}'), real) == []
+    assert json_mismatches(elided_json('{"a": 1, "b": {"c": "abcdef", "d": [1, 2, 3]}, "e": null}'), real) == []
+    assert json_mismatches(elided_json('{"a": 2, …}'), real)                 # a changed value
+    assert json_mismatches(elided_json('{"a": 1, "b": {"c": "abc…", "d": [1, …]}}'), real)  # "e" left out unmarked
+    assert json_mismatches(elided_json('{"a": 1, "x": 0, …}'), real)         # a field that does not exist
+    assert json_mismatches(elided_json('{"b": {"c": "abd…", …}, …}'), real)  # a wrong prefix
+    assert json_mismatches(elided_json('{"b": {"d": [1, 2]}, …}'), real)     # a list cut without `…`
+
+
+@pytest.mark.slow
+def test_readme_desired_state_is_what_verify_prints(example_runs):
+    blocks = list(_DESIRED.finditer(README.read_text()))
+    assert blocks, "README lost its <!-- readme-desired-state: ... --> block"
+    for block in blocks:
+        run = example_runs[block["example"]]
+        (printed,) = [line for step, lines in zip(run.example.steps, run.outputs)
+                      if step.command.startswith("edgefleet verify") and f"--device {block['device']}" in step.command
+                      for line in lines if line.startswith("{")]
+        problems = json_mismatches(elided_json(block["body"]), json.loads(printed))
+        assert not problems, f"README's desired state of {block['device']} is stale:\n" + "\n".join(problems)
+
 
 def test_readme_marks_its_examples():
     names = [e.name for e in EXAMPLES]
     assert len(names) == len(set(names)), f"two README examples share a name: {names}"
     # The examples this test exists for: the quick start, explain, build, compile and a diagnostic.
-    assert {"quickstart", "explain", "build-again", "compile-again", "diagnostics"} <= set(names)
+    assert {"quickstart", "explain", "build-again", "compile-again", "diagnostics", "plan"} <= set(names)
     for example in EXAMPLES:
         assert example.steps, f"README.md:{example.line}: example {example.name!r} has no `$ ` command"
         assert example.setup is None or example.setup in SETUPS, f"unknown setup {example.setup!r}"
