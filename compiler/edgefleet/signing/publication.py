@@ -23,7 +23,8 @@ What it guarantees (the module docstring of publish.py says how they hold on dis
   in the trusted snapshot ... MUST continue to be listed"), which python-tuf's
   TrustedMetadataSet.update_snapshot enforces against the cached snapshot, once that still
   verifies under the newest root (Updater._load_snapshot loads it with trusted=True, and
-  _load_data checks its signatures against the current root). A check per file name, so
+  _load_data checks its signatures against the current root; an expired one still counts,
+  as an intermediate snapshot, so waiting out its expiry does not help). A check per file name, so
   no compact stand-in (one placeholder role for many) satisfies it. They are dropped when
   the snapshot key rotates (a root that lists none of the old snapshot keys): no cached
   snapshot then verifies, the client loads the new one without comparing, which is the
