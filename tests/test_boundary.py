@@ -45,7 +45,9 @@ def _assert_nothing_of(outside: Path, text: str) -> None:
 @pytest.mark.parametrize("rel,code", [
     ("../x", "E011"), ("a/../../x", "E011"), ("/etc/passwd", "E011"), ("~/x", "E011"),
     ("a\x00b", "E012"), ("s3://bucket/x", "E012"), ("https://host/x.onnx", "E012"), ("", "E012"),
-], ids=["dotdot", "nested-dotdot", "absolute", "home", "nul", "s3-url", "https-url", "empty"])
+    ("A" * 300, "E012"), ("a/" * 2100 + "x", "E012"),
+], ids=["dotdot", "nested-dotdot", "absolute", "home", "nul", "s3-url", "https-url", "empty", "long-name",
+        "long-path"])
 def test_resolver_refuses(tmp_path, rel, code):
     with pytest.raises(PathRefused) as info:
         resolve_inside(tmp_path, rel, "model source")

@@ -251,6 +251,22 @@ def test_dropping_old_roles_without_a_snapshot_key_rotation_strands_cached_devic
     assert "missing info" in exc.value.reason
 
 
+def test_waiting_out_the_cached_snapshots_expiry_does_not_release_the_old_roles(tmp_path, monkeypatch):
+    """python-tuf still holds a new snapshot against an expired cached one (an intermediate
+    snapshot), so only the snapshot-key rotation, not time, lets the old roles go."""
+    init_keys(tmp_path / "keys")
+    out = tmp_path / "out"
+    publish(out, targets(300), load_keys(tmp_path / "keys"), EXPIRY, T0, bins=64)
+    cache = tmp_path / "device-cache"
+    verify_device(out, DEV, _root1(out), T0 + timedelta(minutes=5), metadata_cache=cache)
+    monkeypatch.setattr(Planner, "_snapshot_key_rotates", lambda self, root: True)
+    later = T0 + timedelta(days=30)  # the cached snapshot (7d) and timestamp (1d) long expired
+    publish(out, targets(300), load_keys(tmp_path / "keys"), EXPIRY, later, bins=2)
+    with pytest.raises(VerifyError) as exc:
+        verify_device(out, DEV, _root1(out), later + timedelta(minutes=5), metadata_cache=cache)
+    assert "missing info" in exc.value.reason
+
+
 def test_a_root_left_by_a_run_killed_before_its_commit_is_taken_as_the_newest(tree, tmp_path):
     """A killed run may leave N+1.root.json (written just before the timestamp): it is whole (temp + rename) and signed."""
     ahead = tmp_path / "ahead"

@@ -58,7 +58,8 @@ def run(args) -> int:
     emit(diags, "text", command="compile")
     line = (f"compiled {summary.devices} devices into {summary.out}: {summary.devices_changed} changed; "
             f"{len(summary.written)} files written, {summary.unchanged} unchanged, {summary.removed} removed "
-            f"(snapshot v{summary.versions.get('snapshot')}, {summary.bins} bins)")
+            f"(snapshot v{summary.versions.get('snapshot')}, {summary.bins} bins"
+            + (f", {summary.retired_bins} retired bins still listed" if summary.retired_bins else "") + ")")
     if summary.branch:
         line += (f"; {'committed ' + summary.commit[:12] if summary.commit else 'nothing to commit'} "
                  f"on {summary.branch}")

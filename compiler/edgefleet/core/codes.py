@@ -59,7 +59,7 @@ _CODES = (
     Code("E009", "non-scalar mapping key"),
     Code("E010", "an integer literal of more than 40 digits (no field takes one; Python's `int()` refuses 4,300)"),
     Code("E011", 'a path leads outside the repository (`..`, absolute, or a symlink resolving outside): model sources, data files, inventories, `trusted_root`, `artifact_store.path`'),
-    Code("E012", 'a path that cannot name a repository file: empty, a NUL byte, or a URL (`s3://…` as `path:`: an object store is `kind: object` with `url:`); `kind: object` without `url`, or `url` without `kind: object`'),
+    Code("E012", 'a path that cannot name a repository file: empty, a NUL byte, longer than a file system allows (a name over 255 bytes), or a URL (`s3://…` as `path:`: an object store is `kind: object` with `url:`); `kind: object` without `url`, or `url` without `kind: object`'),
     Code("E013", "the fleet's files add up to more than 256 MiB (a total cap, beside the per-file E001)"),
     Code("E014", 'a fleet file cannot be read (permissions)'),
     Code("E015", '`plan`: the revision commits a symlink or special file (only plain files are read)'),
@@ -213,6 +213,7 @@ _CODES = (
     Code("W301", "`onnx.checker` rejects the model (runtimes may still load it)"),
     Code("W401", "in GitHub Actions without an OIDC token: provenance unsigned", "fleet.yaml `signing.provenance`"),
     Code("N301", "OpenVINO device not on this host; checked on CPU as a proxy (one note per class)", "`runtime.device`"),
+    Code("N510", "compile: the snapshot still lists the bin roles of an earlier, larger `hash_bins` (every device's poll downloads them) until the snapshot key rotates", "`edgefleet keys rotate snapshot --keys DIR`, then compile"),
     Code("N302", "operators could not be checked (runtime not installed, or a version not in the tables)", "`runtime.version`"),
 )
 

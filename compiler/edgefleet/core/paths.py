@@ -41,6 +41,11 @@ def check_relative(rel: str, what: str) -> None:
         raise PathRefused("E012", f"{what} path {rel!r} is a URL, not a path in the repository",
                           "an object store is `artifact_store: {kind: object, url: ...}`; "
                           "files the fleet reads are committed to the repository")
+    # Linux's NAME_MAX / PATH_MAX: longer names make every stat() fail (ENAMETOOLONG), not "missing".
+    if len(rel.encode("utf-8", "surrogateescape")) > 4000 or any(
+            len(part.encode("utf-8", "surrogateescape")) > 255 for part in rel.split("/")):
+        raise PathRefused("E012", f"{what} path {rel[:60]!r}... is longer than a file system allows "
+                          "(a name over 255 bytes, or the path over 4000)", "give the real, shorter path")
     if os.path.isabs(rel) or rel.startswith("~"):
         raise PathRefused("E011", f"{what} path {rel!r} is not relative to the repository",
                           "give the path relative to the repository root, and commit the file there")

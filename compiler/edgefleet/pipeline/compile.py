@@ -61,13 +61,15 @@ class CompileSummary:
     removed: int
     versions: dict[str, int]
     bins: int
+    retired_bins: int  # bin roles of an earlier bin count still listed in the snapshot (N510)
     commit: str | None
     branch: str | None
 
     def to_json(self) -> dict[str, Any]:
         return {"out": self.out, "devices": self.devices, "devices_changed": self.devices_changed,
                 "written": len(self.written), "unchanged": self.unchanged, "removed": self.removed,
-                "versions": self.versions, "bins": self.bins, "commit": self.commit, "branch": self.branch}
+                "versions": self.versions, "bins": self.bins, "retired_bins": self.retired_bins,
+                "commit": self.commit, "branch": self.branch}
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ def compile_desired_state(request: CompileRequest) -> CompileResult:
     summary = CompileSummary(
         out=str(request.out), devices=state.counts["devices"], devices_changed=state.counts["changed"],
         written=tuple(report.written), unchanged=report.unchanged, removed=len(report.removed),
-        versions=dict(report.versions), bins=report.bins, commit=state.commit, branch=state.branch)
+        versions=dict(report.versions), bins=report.bins, retired_bins=report.retired_bins, commit=state.commit,
+        branch=state.branch)
     return CompileResult(summary, tuple(diags))
 
 
@@ -284,7 +287,26 @@ def publish(state: _State) -> list[Diagnostic]:
     spec = state.repo.fleet.doc.spec
     state.report = publish_tree(out, targets(), state.keys, spec.expiry, state.request.now, spec.signing.hash_bins,
                                 fleet_targets=state.fleet_targets)
-    return []
+    return retired_bins_note(state)
+
+
+def retired_bins_note(state: _State) -> list[Diagnostic]:
+    """N510: bins of an earlier, larger bin count are still listed (see signing/publication.py)."""
+    report = state.report
+    if not report.retired_bins:
+        return []
+    from edgefleet.core.diagnostics import note
+
+    keys = f"--keys {state.request.keys_dir}" if state.request.keys_dir is not None else "--keys DIR"
+    env = "" if state.request.keys_dir is not None else " (or put the new key in EDGEFLEET_KEY_SNAPSHOT)"
+    return [note(
+        "N510", f"the snapshot still lists {report.retired_bins} bin role(s) of an earlier hash_bins beside the "
+        f"{report.bins} in use; every device's poll downloads them, and they stay until the snapshot key rotates "
+        "(a device holding a snapshot that lists them refuses one that drops them)",
+        state.repo.fleet.source.at("spec", "signing", "hash_bins"),
+        f"drop them: `edgefleet keys rotate snapshot {keys}`{env}, then compile again (root v"
+        f"{report.versions.get('root', 0) + 1} lists the new key; devices walk to it and then accept the smaller "
+        "snapshot)")]
 
 
 def commit(state: _State) -> list[Diagnostic]:

@@ -19,11 +19,17 @@ What it guarantees (the module docstring of publish.py says how they hold on dis
   changed, or its expiry is within half a window; versions only grow, and a device's
   release counter never decreases (E541);
 - bin roles of an earlier bin count stay listed in the snapshot while devices may hold a
-  snapshot that lists them: python-tuf (TUF spec 5.6.5) refuses a new snapshot that drops
-  a role the trusted snapshot lists, and checks that against any cached snapshot that
-  still verifies under the current root. They are dropped when the snapshot key rotates
-  (a root that lists a new snapshot key): no cached snapshot then verifies, which is the
-  spec's own recovery path (5.3.11);
+  snapshot that lists them: TUF spec 5.5.5 ("any targets metadata filename that was listed
+  in the trusted snapshot ... MUST continue to be listed"), which python-tuf's
+  TrustedMetadataSet.update_snapshot enforces against the cached snapshot, once that still
+  verifies under the newest root (Updater._load_snapshot loads it with trusted=True, and
+  _load_data checks its signatures against the current root; an expired one still counts,
+  as an intermediate snapshot, so waiting out its expiry does not help). A check per file name, so
+  no compact stand-in (one placeholder role for many) satisfies it. They are dropped when
+  the snapshot key rotates (a root that lists none of the old snapshot keys): no cached
+  snapshot then verifies, the client loads the new one without comparing, which is the
+  spec's own recovery path (5.3.11). compile reports them (`retired_bins`, note N510, whose
+  hint is `edgefleet keys rotate snapshot`);
 - only files of the publisher's own names, in its own directories, that neither the new
   nor the previous version references are pruned.
 """
