@@ -400,3 +400,29 @@ class LiveView:
         active = ", ".join(f"{k} {n}" for k, n in sorted(tick.faults_active.items()) if n) or "none"
         return Group(head, states, waves, versions, Text(f"active faults: {active}"),
                      Text(f"last decision: {self.last_change or 'none yet'}"))
+
+
+# -- the report folder ----------------------------------------------------------------------------
+
+REPORT_FILES = ("report.txt", "report.html", "record.json")
+
+
+def write_report_dir(record: SimulationRecord, out, extra_text: str = "") -> dict[str, object]:
+    """report.txt, report.html and record.json in `out` (created), each written atomically.
+
+    Every renderer runs before the first file is written, so a renderer that fails (plotly
+    missing) leaves the folder as it was. Returns file name -> path.
+    """
+    from pathlib import Path
+
+    from edgefleet.pipeline.promote import atomic_write_bytes
+
+    out = Path(out)
+    texts = {"report.txt": render_text(record) + (extra_text + "\n" if extra_text else ""),
+             "report.html": render_html(record), "record.json": render_json(record)}
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in REPORT_FILES:
+        atomic_write_bytes(out / name, texts[name].encode("utf-8"))
+        paths[name] = out / name
+    return paths
