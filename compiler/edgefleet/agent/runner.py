@@ -17,6 +17,12 @@ Test faults (test-only; production never sets them):
                                             real load failure of the runtime: the accelerator test)
   EDGEFLEET_AGENT_TEST_FAIL_SERVING=<ver>   inferences of model version <ver> fail once it serves
                                             (after the switch): the post-switch rollback test
+
+Simulation only (`edgefleet simulate`; production never sets it):
+  EDGEFLEET_AGENT_SIM_LATENCY_FACTOR=<f>    every inference takes f times its measured time
+                                            (the runtime runs, then the runner waits (f-1) times
+                                            as long): a simulated device class slower than this
+                                            CPU, so its probe really meets or misses its budget
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from edgefleet.agent.errors import AgentError
 
 TEST_PROVIDER = "EDGEFLEET_AGENT_TEST_PROVIDER"
 TEST_FAIL_SERVING = "EDGEFLEET_AGENT_TEST_FAIL_SERVING"
+SIM_LATENCY_FACTOR = "EDGEFLEET_AGENT_SIM_LATENCY_FACTOR"
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
@@ -96,11 +103,30 @@ def load_runner(slot_path: Path, meta: dict, runtime: dict, runtime_config: dict
                          f"{str(exc).strip()[:300]}", "the artifact is not runnable by this runtime",
                          reason="LoadFailed") from None
     load_ms = (time.perf_counter() - start) * 1000
+    run = _sim_scaled(run)
     return Runner(platform=platform, device=device, load_ms=load_ms, _run=run, inputs=ins, outputs=outs, **ident)
 
 
 _NP = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8",
        "tensor(int64)": "INT64", "tensor(int32)": "INT32"}
+
+
+def _sim_scaled(run):
+    """The simulation's latency factor (SIM_LATENCY_FACTOR; 1 or unset: the runtime as it is)."""
+    try:
+        factor = float(os.environ.get(SIM_LATENCY_FACTOR) or 1)
+    except ValueError:
+        factor = 1.0
+    if not factor > 1:
+        return run
+
+    def scaled(inputs):
+        start = time.perf_counter()
+        out = run(inputs)
+        time.sleep((time.perf_counter() - start) * (factor - 1))
+        return out
+
+    return scaled
 
 
 def _onnxruntime(model: Path, runtime: dict, runtime_config: dict, cpu: bool):

@@ -20,7 +20,7 @@ from edgefleet.core.diagnostics import DiagnosticError
 from edgefleet.pipeline.common import RequestError
 
 COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema", "init",
-            "verify-artifact", "agent", "status", "promote"]
+            "verify-artifact", "agent", "status", "promote", "simulate"]
 COMMANDS += ["demo"]  # the one-command tour (issue 12); its own line, so other commands merge beside it
 
 

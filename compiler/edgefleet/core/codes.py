@@ -27,6 +27,7 @@ SECTIONS = {
     "5": "Keys, compile, plan, publish and verify",
     "6": "Device agent",
     "7": "Rollouts (status, promote)",
+    "8": "Simulation (simulate)",
 }
 
 
@@ -204,6 +205,10 @@ _CODES = (
     Code("E708", '`--commit`/`--history`: not a git repository, detached HEAD, file not committed, or the race lost 8 times'),
     Code("E709", 'the rollout file cannot take a new status (not one YAML mapping document)'),
     Code("E710", 'a report whose release counter is below one its device reported before'),
+    Code("E801", 'a bad simulation request: unknown fault kind or parameter, bad duration, fewer than 1 device, a latency factor below 1'),
+    Code("E802", 'the repository to simulate is not a valid fleet (no `fleet.yaml`, or validate reports errors)'),
+    Code("E803", 'a pipeline step of the simulated loop failed (build, compile or promote of the simulated fleet)'),
+    Code("E804", "the simulation's work directory cannot be written (git fails there)"),
     Code("W201", "a rollout from a version to itself"),
     Code("W301", "`onnx.checker` rejects the model (runtimes may still load it)"),
     Code("W401", "in GitHub Actions without an OIDC token: provenance unsigned", "fleet.yaml `signing.provenance`"),
