@@ -127,14 +127,14 @@ def test_simulate_refuses_a_folder_that_is_not_a_fleet(run_cli, tmp_path):
 
 # -- end to end: every fault kind ---------------------------------------------------------------------
 def _fast_rollout(fleet: Path) -> str:
-    """Half the devices in the first wave, no spread and no maintenance window, short soaks."""
+    """30% of the devices in the first wave, no spread and no maintenance window, short soaks."""
     path = fleet / "rollouts" / "meter-digits-1-1.yaml"
     text = path.read_text()
     text = re.sub(r"(?m)^  spread: .*\n", "", text)
     text = re.sub(r"(?m)^  maintenance:.*\n(?:    .*\n)+", "", text)
-    text = text.replace("percent: 10", "percent: 50").replace("soak: 2h", "soak: 10m")
+    text = re.sub(r"percent: 10\n", "percent: 30\n", text).replace("soak: 2h", "soak: 10m")
     path.write_text(text)
-    return "rollout: first wave 50%, no spread, soak 10m"
+    return "rollout: first wave 30%, no spread, soak 10m"
 
 
 @pytest.mark.slow
@@ -165,3 +165,23 @@ def test_simulation_with_every_fault_kind_keeps_every_invariant(tmp_path_factory
     assert any(d.action == "start" for d in record.decisions)
     assert all(e.label.startswith("simulated") for e in record.envelopes)
     assert record.git_bytes_per_update > 0 and record.agent_rss_mb > 0
+
+
+def test_a_status_with_a_no_data_gate_reads_back():
+    """Found by the simulator: promote drops `observed: null` when it writes a decision's
+    evidence, so the written rollout file must still validate (observed defaults to null)."""
+    from edgefleet.pipeline.promote import _parse_rollout
+    from edgefleet.rollout.document import replace_status
+    from edgefleet.spec.rollout import Decision, Evidence, GateCheck, RolloutStatus
+
+    evidence = Evidence(wave="canary", devices=1, reported=0, on_new_version=0, healthy=0, failed=0, rolled_back=0,
+                        degraded=0, frozen=0, silent=1, checks=[GateCheck(gate="max_latency_p95_ms",
+                                                                         result="inconclusive", observed=None,
+                                                                         threshold=20)])
+    status = RolloutStatus(phase="paused", current_wave=0, since="2026-12-01T08:00:00Z",
+                           last_decision=Decision(action="pause", wave=0, at="2026-12-01T09:00:00Z",
+                                                  reason="Timeout", message="m", evidence=evidence))
+    text = replace_status((EXAMPLE_FLEET / "rollouts" / "meter-digits-1-1.yaml").read_text(), status)
+    rollout, diags = _parse_rollout(text, "rollouts/meter-digits-1-1.yaml")
+    assert rollout is not None, diags
+    assert rollout.status.last_decision.evidence.checks[0].observed is None

@@ -38,7 +38,7 @@ __all__ = ["ScenarioStep", "SimulationConfig", "SimulationError", "FaultSpec", "
 PHASE_OF_ACTION = {"start": "progressing", "advance": "progressing", "resume": "progressing", "pause": "paused",
                    "rollback": "rolled_back", "abort": "rolled_back", "complete": "complete"}
 TERMINAL = ("complete", "rolled_back")
-KILL_STEPS = ("download", "stage", "probe", "switch")
+KILL_STEPS = ("stage", "probe", "switch", "confirm")  # journal steps entered through Agent._enter
 FORGED_COUNTER_OFFSET = 1_000_000
 
 
@@ -299,8 +299,18 @@ class _Run:
                 self._start_fault(occ)
             if occ.started and not occ.ended and occ.spec.kind in ("agent_killed",):
                 self._arm_kill(occ)
-            if occ.started and not occ.ended and t >= occ.end_s and occ.spec.kind != "agent_killed":
+            if occ.started and not occ.ended and t >= occ.end_s and occ.spec.kind != "agent_killed" \
+                    and not self._store_fault_unmet(occ):
                 self._end_fault(occ)
+
+    def _store_fault_unmet(self, occ) -> bool:
+        """A store fault lasts until a download has met it (a window no download crossed proves nothing)."""
+        faults = self.store_server.faults
+        if occ.spec.kind == "slow_download":
+            return faults.slowed == occ._slowed0  # type: ignore[attr-defined]
+        if occ.spec.kind == "truncated_download":
+            return faults.truncated == occ._trunc0  # type: ignore[attr-defined]
+        return False
 
     def _start_fault(self, occ) -> None:
         occ.started = True
@@ -383,6 +393,7 @@ class _Run:
             self._count(kind, occ, n)
             occ.note += f"; {n} bodies slowed"
         elif kind == "truncated_download":
+            self.store_server.faults.truncate = 0
             n = self.store_server.faults.truncated - occ._trunc0  # type: ignore[attr-defined]
             self._count(kind, occ, n)
             occ.note += f"; {n} bodies cut off"
@@ -403,9 +414,12 @@ class _Run:
         if occ.injected:
             occ.ended = True
             return
-        if any(self.by_id[i].kill_at for i in occ.targets):
-            return  # armed, not yet fired
         pending = [d for d in self._pending_update() if d in self._targets(occ.spec) and not d.down]
+        armed = [self.by_id[i] for i in occ.targets if self.by_id[i].kill_at]
+        if armed and armed[0] in pending:
+            return  # armed, its update still to come
+        for d in armed:
+            d.kill_at = None  # its update went by another way (e.g. a failed download): arm another
         if not pending:
             return
         d = self.rng.choice(pending)

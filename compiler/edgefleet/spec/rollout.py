@@ -133,7 +133,7 @@ class GateCheck(Strict):
 
     gate: str = Field(description="e.g. min_reporting, max_failure_rate, max_latency_p95_ms, soak, max_offline")
     result: Literal["pass", "fail", "inconclusive"]
-    observed: Float | None = Field(description="null when there is no data")
+    observed: Float | None = Field(None, description="null (or absent: promote writes no null) when there is no data")
     threshold: Float
     detail: str = ""
 
