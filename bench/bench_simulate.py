@@ -120,10 +120,16 @@ def main() -> None:
                 "faults": {f.kind: f.injected for f in record.faults},
                 "outcome": record.outcome, "all_invariants_hold": record.ok,
             })
+        if args.devices:
+            print(json.dumps(result, sort_keys=True), file=sys.stderr, flush=True)  # kept if the comparison fails
         if args.compare:
             compare = {}
             for mode in ("in-process", "processes"):
-                record, wall, polls = run(args.compare, mode, 3 * tick, tick, "", store, args.tmpdir, settle=False)
+                try:
+                    record, wall, polls = run(args.compare, mode, 3 * tick, tick, "", store, args.tmpdir, settle=False)
+                except Exception as exc:  # noqa: BLE001 - report it beside the other numbers
+                    compare[mode] = {"error": f"{type(exc).__name__}: {exc}"}
+                    continue
                 compare[mode] = {"devices": args.compare, "polls": polls, "wall_seconds": round(wall, 1),
                                  "wall_seconds_per_device_poll": round(wall / polls, 3),
                                  "agent_memory_mb": record.agent_rss_mb,

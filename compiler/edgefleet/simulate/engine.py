@@ -147,12 +147,16 @@ class _Run:
         self.fleet = self.work / "fleet"
         fleetlib.copy_fleet(Path(cfg.repo), self.fleet, specs, keys, self.start)
         self._apply_due_steps(initial=True)
+        from edgefleet.load.repo import read_repository
+
+        self.device_docs = [loaded.doc for loaded in read_repository(self.fleet)[0].devices]
         self.keys = self.work / "keys"
         init_keys(self.keys)
         self.store = self.work / "store"
         if cfg.store is not None:
             shutil.copytree(cfg.store, self.store)
-        fleetlib.build_store(self.fleet, self.store)
+        self.served_store = self.work / "serve" / "store"
+        self.build()
         self.desired = self.work / "serve" / "desired"
         self.desired.mkdir(parents=True)
         fleetlib.git(self.desired, "init", "-q")
@@ -171,7 +175,7 @@ class _Run:
         self.git_proxy = CountingProxy(self.daemon.port)        # desired state
         self.push_proxy = CountingProxy(self.daemon.port)       # status remote
         self.mirror = StaticServer(self.tree).start()
-        self.store_server = StaticServer(self.store).start()
+        self.store_server = StaticServer(self.served_store).start()
         self.dead_port = closed_port()
         self.runner = InProcess(self.root_bytes) if cfg.mode == "in-process" else Processes(self.root_file)
         for d in self.devices:
@@ -205,6 +209,17 @@ class _Run:
                         d.allowed.add(ref["artifact"]["digest"])
             run = (state.get("workloads") or [{}])[0].get("run") or {}
             d.desired_run = (run.get("artifact") or {}).get("digest")
+
+    def build(self) -> None:
+        """Build what the fleet needs (cache hits cost only the keys) and publish new files to the
+        served store: devices download from that copy, the compiler reads its own store."""
+        fleetlib.build_store(self.fleet, self.store)
+        for src in self.store.rglob("*"):
+            if src.is_file():
+                dest = self.served_store / src.relative_to(self.store)
+                if not dest.exists():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, dest)
 
     def promote(self) -> bool:
         from edgefleet.agent.status_remote import read_reports
@@ -467,7 +482,7 @@ class _Run:
         wanted = [d.desired_run for d in self._pending_update() if d.desired_run] or \
                  [d.desired_run for d in pool if d.desired_run]
         digest = self.rng.choice(sorted(set(wanted)))
-        path = self.store / blob_rel(digest)
+        path = self.served_store / blob_rel(digest)
         data = path.read_bytes()
         self.corrupted[path] = data
         mid = len(data) // 2
@@ -538,7 +553,9 @@ class _Run:
         cfg = self.cfg
         if index and index % cfg.promote_every == 0:
             changed = self.promote()
-            changed = self._apply_due_steps() or changed
+            if self._apply_due_steps():
+                self.build()
+                changed = True
             if changed:
                 self.compile()
         self.faults_tick(index)
@@ -645,10 +662,11 @@ class _Run:
             status = report.rollout.status
             phase = self.phases.get(name, status.phase)
             current = status.current_wave if status.current_wave is not None else 0
+            members = self._members(name, spec)
             waves, cum_devices, cum_new = [], 0, 0
             for w in report.waves:
-                cum_devices += w.devices
-                cum_new += sum(1 for dev in report.members.get(w.index, [])
+                cum_devices += len(members.get(w.index, []))
+                cum_new += sum(1 for dev in members.get(w.index, [])
                                if self.serving_version.get(dev) == spec.to_version)
                 if w.index < current:
                     gate = "pass"
@@ -664,6 +682,20 @@ class _Run:
                                       on_new_version=cum_new, gate=gate))
             out.append(RolloutView(rollout=name, model=spec.model, from_version=spec.from_version,
                                    to_version=spec.to_version, phase=phase, current_wave=current, waves=waves))
+        return out
+
+    def _members(self, name: str, spec) -> dict[int, list[str]]:
+        """Wave index -> the devices it selects (live or not), by the compiler's own placement."""
+        from edgefleet.desired.waves import RolloutWaves
+        from edgefleet.rules.selectors import matches
+
+        waves = RolloutWaves.of(name, spec)
+        out: dict[int, list[str]] = {}
+        for doc in self.device_docs:
+            if matches(spec.selector, doc):
+                index = waves.index_of(doc)
+                if index is not None:
+                    out.setdefault(index, []).append(doc.id)
         return out
 
     def settled(self) -> bool:
