@@ -5,8 +5,9 @@ The story, as scenario steps the engine applies to its copy of the fleet (each o
 then the loop recompiles):
 
 1. at the start, `demo-speed`: the example rollout meter-digits-1-1 (1.0.0 -> 1.1.0) keeps its
-   waves, gates, spread and maintenance window; only its soaks and timeouts shrink from hours
-   and days to 30 minutes and 4 hours, so the simulated run is hours, not four days;
+   waves, thresholds and maintenance window; its soaks, timeouts and spread shrink (10m, 4h,
+   10m) so the simulated run is hours, not four days, and its latency-percentile gates go
+   (simulated devices serve no traffic, so those gates could never pass);
 2. once meter-digits-1-1 is complete, `bad-version`: meter-digits 1.2.0 is added (ONNX files
    shipped as package data, `demo_assets/`, made by `demo/make_model.py`) and the finished
    rollout file is replaced by meter-digits-1-2 (1.1.0 -> 1.2.0, `rollback.on_gate_failure:
@@ -57,14 +58,19 @@ LATENCY_FACTORS: dict[str, float] = {
     "intel-lowpower-detector": 5.0,
 }
 
-# The example's rollout at demo speed: same waves and thresholds, shorter soaks and timeouts.
-DEMO_GATES = {"canary": ("30m", "4h"), "half": ("30m", "4h"), "all": ("30m", "4h")}
-DEMO_SPREAD = "10m"                 # the bad rollout's
+# The example's rollout at demo speed: same waves and thresholds, shorter soaks, timeouts, spread.
+DEMO_SOAK, DEMO_TIMEOUT, DEMO_SPREAD = "10m", "4h", "10m"
+# Simulated devices serve no application traffic, so their reports carry no inference latency and
+# a latency-percentile gate could only ever be inconclusive (the rollout would wait forever). The
+# demo's latency guard is the probe's per-class `latency_budget_ms`, which every device checks.
+DEMO_DROPPED_GATES = ("max_latency_p50_ms", "max_latency_p95_ms", "max_latency_p99_ms")
 # The simulated clock starts inside the Brno plant's maintenance window (22:00-06:00 Prague),
 # so its robots may switch during the run, as the example's rollout says they only may then.
 DEMO_START = datetime(2026, 11, 23, 21, 0, tzinfo=timezone.utc)
 DEMO_DURATION_S = 16 * 3600.0      # an upper bound; the run stops when both rollouts settle
-DEMO_TICK_S = 300.0
+DEMO_TICK_S = 600.0               # one poll per device per 10 simulated minutes
+DEMO_PROMOTE_EVERY = 1            # status -> promote -> compile after every poll round
+DEMO_HTTP_SHARE = 0.0             # every device polls git (see NOTES-sim-demo.md: HTTP-mirror devices, E551)
 DEFAULT_DEVICES = 48
 
 
@@ -108,14 +114,21 @@ def _dump(doc) -> str:
 
 
 def demo_speed_rollout(text: str) -> str:
-    """The good rollout with demo-speed soaks and timeouts; everything else as written."""
+    """The good rollout at demo speed: its waves, thresholds and maintenance window as written;
+    soaks, timeouts and spread shortened; no latency-percentile gates (see DEMO_DROPPED_GATES)."""
     doc = _yaml().load(text)
     spec = doc["spec"]
     for wave in spec["waves"]:
-        soak, timeout = DEMO_GATES.get(str(wave["name"]), ("30m", "4h"))
-        wave["gates"]["soak"] = soak
-        wave["gates"]["timeout"] = timeout
-    return _dump(doc)
+        gates = wave["gates"]
+        gates["soak"], gates["timeout"] = DEMO_SOAK, DEMO_TIMEOUT
+        for gate in DEMO_DROPPED_GATES:
+            if gate in gates:
+                del gates[gate]
+    if "spread" in spec:
+        spec["spread"] = DEMO_SPREAD
+    out = _dump(doc)
+    # The example's own comment on the spread line would now be wrong.
+    return re.sub(r"(?m)^(  spread: " + DEMO_SPREAD + r"\s*#).*$", r"\1 demo speed (the example: 30m)", out)
 
 
 def with_version(model_text: str, digests: dict[str, str]) -> str:
@@ -166,22 +179,22 @@ spec:
       gates:
         min_reporting: 0.9
         max_failure_rate: 0.0
-        soak: 30m
-        timeout: 4h
+        soak: {DEMO_SOAK}
+        timeout: {DEMO_TIMEOUT}
     - name: half
       percent: 50
       gates:
         min_reporting: 0.9
         max_failure_rate: 0.02
-        soak: 30m
-        timeout: 4h
+        soak: {DEMO_SOAK}
+        timeout: {DEMO_TIMEOUT}
     - name: all
       percent: 100
       gates:
         min_reporting: 0.8
         max_failure_rate: 0.02
-        soak: 30m
-        timeout: 4h
+        soak: {DEMO_SOAK}
+        timeout: {DEMO_TIMEOUT}
   rollback:
     on_gate_failure: rollback
   spread: {DEMO_SPREAD}
@@ -201,8 +214,8 @@ def read_inventory(root: Path) -> list[tuple[str, str]]:
 def apply_demo_speed(root: Path) -> str:
     path = root / "rollouts" / f"{GOOD_ROLLOUT}.yaml"
     path.write_text(demo_speed_rollout(path.read_text(encoding="utf-8")), encoding="utf-8")
-    soaks = ", ".join(f"{w} soak {s}" for w, (s, _) in DEMO_GATES.items())
-    return f"demo speed for {GOOD_ROLLOUT}: {soaks}, timeouts 4h"
+    return (f"demo speed for {GOOD_ROLLOUT}: soaks {DEMO_SOAK}, timeouts {DEMO_TIMEOUT}, spread {DEMO_SPREAD}, "
+            "no latency-percentile gates (simulated devices serve no traffic)")
 
 
 def apply_bad_version(root: Path) -> str:
@@ -268,7 +281,8 @@ def config(repo: Path, *, devices: int = DEFAULT_DEVICES, seed: int = 0, report_
 
     return SimulationConfig(repo=repo, devices=devices, duration_s=DEMO_DURATION_S, seed=seed,
                             report_dir=report_dir, latency_factors=dict(LATENCY_FACTORS), scenario=scenario(),
-                            stop_when_settled=True, tick_s=DEMO_TICK_S, start=DEMO_START, store=store)
+                            stop_when_settled=True, tick_s=DEMO_TICK_S, start=DEMO_START, store=store,
+                            promote_every=DEMO_PROMOTE_EVERY, http_share=DEMO_HTTP_SHARE)
 
 
 # -- the verdict -----------------------------------------------------------------------------------
