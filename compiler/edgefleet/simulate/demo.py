@@ -68,7 +68,7 @@ DEMO_DROPPED_GATES = ("max_latency_p50_ms", "max_latency_p95_ms", "max_latency_p
 # so its robots may switch during the run, as the example's rollout says they only may then.
 DEMO_START = datetime(2026, 11, 23, 21, 0, tzinfo=timezone.utc)
 DEMO_DURATION_S = 16 * 3600.0      # an upper bound; the run stops when both rollouts settle
-DEMO_TICK_S = 600.0               # one poll per device per 10 simulated minutes
+DEMO_TICK_S = 1200.0              # one poll per device per 20 simulated minutes
 DEMO_PROMOTE_EVERY = 1            # status -> promote -> compile after every poll round
 DEMO_HTTP_SHARE = 0.0             # every device polls git (see NOTES-sim-demo.md: HTTP-mirror devices, E551)
 DEFAULT_DEVICES = 48
