@@ -59,10 +59,27 @@ def _numeric(cell: str) -> bool:
     return cell.replace(".", "", 1).replace("/", "").replace("x", "", 1).isdigit()
 
 
+EVIDENCE_COUNTS = ("devices", "reported", "on_new_version", "healthy", "failed", "rolled_back", "degraded", "frozen",
+                   "silent", "rejected_reports")
+
+
+def _num(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _evidence(d: Decision) -> str:
-    if not d.evidence:
+    """promote's evidence in one line: the counts, then each gate check as result(observed/threshold)."""
+    ev = d.evidence
+    if not ev:
         return ""
-    return "; " + ", ".join(f"{k}={v}" for k, v in sorted(d.evidence.items()))
+    parts = [f"{k}={ev[k]}" for k in EVIDENCE_COUNTS if k in ev and ev[k] not in (0, None)] or \
+            [f"{k}={ev[k]}" for k in sorted(ev) if isinstance(ev[k], (int, float, str)) and k != "reports_sha256"]
+    checks = ev.get("checks")
+    if isinstance(checks, list) and checks:
+        parts.append("gates " + ", ".join(
+            f"{c.get('gate')} {c.get('result')}({_num(c.get('observed'))}/{_num(c.get('threshold'))})"
+            for c in checks if isinstance(c, dict)))
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def verdict_line(record: SimulationRecord) -> str:

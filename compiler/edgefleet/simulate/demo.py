@@ -14,7 +14,7 @@ then the loop recompiles):
    rollback`), whose first wave is one device of every hardware class.
 
 1.2.0 is accurate everywhere, and on the low-power detectors (intel-lowpower-detector, whose
-512 KB artifact cap leaves them the compact `hires` variant) it is too slow: ~0.9 GMAC per image.
+512 KB artifact cap leaves them the compact `hires` variant) it is too slow: ~2.3 GMAC per image.
 Latency is simulated honestly: measured CPU latency on this machine times a declared per-class
 factor (`LATENCY_FACTORS`, never below 1, the engine's rule: a device cannot be simulated
 faster than this CPU). The probe sees the scaled latency, fails on that class (E610), the
@@ -41,8 +41,8 @@ GOOD_VERSION = "1.1.0"
 BAD_VERSION = "1.2.0"
 BAD_VARIANTS = (  # best first, like the example's full/student
     ("full", "the example's wide CNN, trained longer than 1.1.0; ~550k parameters, ~1.6 MMAC"),
-    ("hires", "compact high-resolution reader (8x8 upsampled to 64x64, nine 3x3 convs); ~380k parameters, "
-              "~0.9 GMAC per image"),
+    ("hires", "compact high-resolution reader (8x8 upsampled to 128x128, eight 3x3 convs); ~340k parameters, "
+              "~2.3 GMAC per image"),
 )
 SLOW_CLASS = "intel-lowpower-detector"
 ASSETS = "demo_assets"
@@ -67,7 +67,7 @@ DEMO_DROPPED_GATES = ("max_latency_p50_ms", "max_latency_p95_ms", "max_latency_p
 # The simulated clock starts inside the Brno plant's maintenance window (22:00-06:00 Prague),
 # so its robots may switch during the run, as the example's rollout says they only may then.
 DEMO_START = datetime(2026, 11, 23, 21, 0, tzinfo=timezone.utc)
-DEMO_DURATION_S = 16 * 3600.0      # an upper bound; the run stops when both rollouts settle
+DEMO_DURATION_S = 8 * 3600.0       # an upper bound; the run stops when both rollouts settle
 DEMO_TICK_S = 1200.0              # one poll per device per 20 simulated minutes
 DEMO_PROMOTE_EVERY = 1            # status -> promote -> compile after every poll round
 DEMO_HTTP_SHARE = 0.0             # every device polls git (see NOTES-sim-demo.md: HTTP-mirror devices, E551)
@@ -268,11 +268,21 @@ def prepare_store(work: Path, store: Path, on_done=None) -> dict[str, int]:
     return totals
 
 
+def apply_nothing(root: Path) -> str:
+    """The last step changes nothing: it is the end of the story (the engine commits no empty commit)."""
+    return f"{BAD_ROLLOUT} rolled back: nothing left to do"
+
+
 def scenario() -> list:
     from edgefleet.simulate.engine import ScenarioStep
 
+    # The engine stops once no step is pending and every rollout *it has seen* is terminal; the
+    # bad rollout is seen only at the promote after its step, so without the last step the run
+    # would stop the moment meter-digits-1-1 completes. It keeps the run going to the rollback
+    # (or to DEMO_DURATION_S when the rollback never comes, and the demo fails).
     return [ScenarioStep("demo-speed", None, apply_demo_speed),
-            ScenarioStep("bad-version", f"rollout:{GOOD_ROLLOUT}:complete", apply_bad_version)]
+            ScenarioStep("bad-version", f"rollout:{GOOD_ROLLOUT}:complete", apply_bad_version),
+            ScenarioStep("the-end", f"rollout:{BAD_ROLLOUT}:rolled_back", apply_nothing)]
 
 
 def config(repo: Path, *, devices: int = DEFAULT_DEVICES, seed: int = 0, report_dir: Path | None = None,
