@@ -129,7 +129,7 @@ def test_the_hires_variant_is_much_slower_than_the_student_it_replaces(fleet):
     hires = demo.bad_model_files()["hires"]
     student = (fleet / "models" / demo.MODEL / "1.1.0" / "student.onnx").read_bytes()
     ratio = _cpu_latency_ms(hires) / _cpu_latency_ms(student)
-    assert ratio > 100, ratio  # ~0.9 GMAC against ~0.1 MMAC; measured several hundred x here
+    assert ratio > 1000, ratio  # ~2.3 GMAC against ~0.1 MMAC; measured ~20 000x here (under load)
 
 
 @pytest.mark.slow
@@ -159,3 +159,18 @@ def test_built_for_the_low_power_class_it_passes_the_accuracy_gate_and_misses_th
     assert medians["1.2.0"] * factor > 1.5 * budget, medians   # the probe fails, with room for noise
     assert medians["1.1.0"] * factor < 0.1 * budget, medians   # the good version passes, by far
     assert medians["1.2.0"] / medians["1.1.0"] > 20, medians
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--devices", "3"], "--devices 3: the demo needs at least 8"),
+    (["--report", "{file}"], "exists and is not a folder"),
+], ids=["too-few-devices", "report-is-a-file"])
+def test_usage_errors_exit_2_before_anything_runs(argv, message, tmp_path, capsys):
+    from edgefleet.cli import main
+
+    pytest.importorskip("plotly", reason="the demo checks for plotly first")
+    (tmp_path / "a-file").write_text("x")
+    argv = [a.replace("{file}", str(tmp_path / "a-file")) for a in argv]
+    assert main(["demo", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "a-file").read_text() == "x"

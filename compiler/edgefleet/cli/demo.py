@@ -49,6 +49,10 @@ def run(args) -> int:
     if args.devices < MIN_DEVICES:
         raise UsageError(f"--devices {args.devices}: the demo needs at least {MIN_DEVICES}, so that every hardware "
                          "class and site of the example fleet has a device")
+    try:
+        import plotly  # noqa: F401  (the HTML report; checked before minutes of simulation, not after)
+    except ImportError:
+        raise UsageError("the demo's HTML report needs plotly: pip install 'edgefleet[report]'") from None
     report_dir = Path(args.report) if args.report else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
     if report_dir.exists() and not report_dir.is_dir():
         raise UsageError(f"--report {report_dir}: exists and is not a folder")
