@@ -29,7 +29,8 @@ def test_edgefleet_demo_rolls_the_bad_version_back_in_its_first_wave(tmp_path, m
     record = data["record"]
     actions = [(d["rollout"], d["wave"], d["action"]) for d in record["decisions"] if d["action"] != "wait"]
     good = [a for a in actions if a[0] == demo.GOOD_ROLLOUT]
-    assert good[-1] == (demo.GOOD_ROLLOUT, 2, "complete") and (demo.GOOD_ROLLOUT, 0, "advance") in good
+    # promote names the wave an advance makes live: 1 after the canary, 2 after half
+    assert good[-1] == (demo.GOOD_ROLLOUT, 2, "complete") and (demo.GOOD_ROLLOUT, 1, "advance") in good
     bad = [a for a in actions if a[0] == demo.BAD_ROLLOUT]
     assert bad[-1] == (demo.BAD_ROLLOUT, 0, "rollback") and not any(a[2] == "advance" for a in bad)
     rollback = next(d for d in record["decisions"] if d["rollout"] == demo.BAD_ROLLOUT and d["action"] == "rollback")
