@@ -81,6 +81,7 @@ class SimDevice:
     desired_run: str | None = None    # the run digest of its newest desired state
     generation: str | None = None
     cycles: int = 0
+    peak_rss_kb: int = 0              # processes mode: the largest agent process's peak RSS (wait4)
     queued: int = 0
     offline_cycles: int = 0
 
@@ -192,6 +193,31 @@ class InProcess:
         self.abandon(dev)
 
 
+def _run_measured(args: list[str], env: dict, timeout: float) -> tuple[int | None, str, int]:
+    """Run one agent process; (exit code or None on timeout, stderr, its peak RSS in KiB from wait4)."""
+    import tempfile
+    import threading
+
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        timed_out: list[bool] = []
+
+        def kill() -> None:
+            timed_out.append(True)
+            proc.kill()
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read()[-4000:].decode("utf-8", "replace")
+    return (None if timed_out else code), text, usage.ru_maxrss
+
+
 class Processes:
     """Agents as real `edgefleet agent run --once --now T` processes, one per poll."""
 
@@ -214,11 +240,11 @@ class Processes:
             env[KILL_ENV] = dev.kill_at
         if dev.free_margin is not None:
             return "error: the disk-full fallback needs in-process agents"
-        try:
-            proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-        except subprocess.TimeoutExpired:
+        returncode, stderr, rss_kb = _run_measured(args, env, timeout=300)
+        dev.peak_rss_kb = max(dev.peak_rss_kb, rss_kb)
+        if returncode is None:
             return "error: agent process timed out"
-        if proc.returncode == -9:
+        if returncode == -9:
             dev.kill_at = None
             return "killed"
         dev.last_status = read_status(dev.state_dir)
@@ -226,8 +252,8 @@ class Processes:
                                       code=dev.last_status.get("code"),
                                       offline=any(c.get("type") == "Offline" and c.get("status") == "True"
                                                   for c in dev.last_status.get("conditions", [])))
-        if proc.returncode not in (0, 1):
-            return f"error: agent exited {proc.returncode}: {proc.stderr.strip()[-300:]}"
+        if returncode not in (0, 1):
+            return f"error: agent exited {returncode}: {stderr.strip()[-300:]}"
         return "ok"
 
     def push(self, dev: SimDevice) -> dict:

@@ -851,9 +851,7 @@ def run_simulation(config: SimulationConfig, observer: Observer | None = None) -
         if config.mode == "in-process":
             rss = max(0.0, peak - rss0) / len(run.devices)
         else:
-            import resource
-
-            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            rss = max(d.peak_rss_kb for d in run.devices) / 1024  # the largest agent process (wait4)
         record = SimulationRecord(
             fleet=str(config.repo), seed=config.seed, devices=config.devices, duration_s=config.duration_s,
             faults_spec=config.faults, mode=config.mode, started=run.start,
