@@ -39,7 +39,10 @@ def test_edgefleet_demo_rolls_the_bad_version_back_in_its_first_wave(tmp_path, m
     # device serves 1.1.0 again, and the invariants were checked, not just declared.
     assert any(t["devices"]["rolled_back"] for t in record["ticks"]) or "ProbeTooSlow" in json.dumps(record)
     assert record["ticks"][-1]["versions"] == {f"{demo.MODEL}@{demo.GOOD_VERSION}": 8}
-    assert record["invariants"] and all(i["checks"] > 0 and i["violations"] == 0 for i in record["invariants"])
+    assert record["invariants"] and all(i["violations"] == 0 for i in record["invariants"])
+    checked = {i["name"]: i["checks"] for i in record["invariants"]}
+    # checked every tick on every device, and at every decision (no faults here: nothing is forged)
+    assert all(checked[n] > 0 for n in ("always_serving_verified", "only_allowed_versions", "gates_respected"))
     assert all(e["label"] == SIMULATED_LABEL for e in record["envelopes"])
     assert {e["hardware_class"]: e["factor"] for e in record["envelopes"]} == demo.LATENCY_FACTORS
     # The report folder: three files, the same record.
