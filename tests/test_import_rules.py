@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import ROOT
 
 SOURCE = ROOT / "compiler"
-DATA = {"templates", "schemas", "example_fleet"}  # package data folders, not code
+DATA = {"templates", "schemas", "example_fleet", "demo_assets"}  # package data folders, not code
 
 RENDER_MODULES = ("rich", "tqdm", "colorama", "pprint")
 # Renders, but not for a person: the build worker's machine-readable result on its own stdout,

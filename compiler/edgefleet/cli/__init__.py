@@ -21,6 +21,7 @@ from edgefleet.pipeline.common import RequestError
 
 COMMANDS = ["validate", "explain", "build", "keys", "compile", "verify", "plan", "schema", "init",
             "verify-artifact", "agent", "status", "promote", "simulate"]
+COMMANDS += ["demo"]  # the one-command tour (issue 12); its own line, so other commands merge beside it
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -99,6 +99,11 @@ def copy_example_fleet(dest: Path) -> Path:
     return dest
 
 
+def cache_dir(name: str) -> Path:
+    """A folder of edgefleet's user cache (`$EDGEFLEET_CACHE_DIR`, else XDG, else ~/.cache), not created."""
+    return _cache_root() / name
+
+
 def _cache_root() -> Path:
     if os.environ.get("EDGEFLEET_CACHE_DIR"):
         return Path(os.environ["EDGEFLEET_CACHE_DIR"])
