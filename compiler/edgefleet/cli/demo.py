@@ -3,7 +3,7 @@
 The one-command tour on the example fleet, needing nothing but the install: the simulator
 (`edgefleet simulate`: a real git server, HTTP mirror and artifact store on 127.0.0.1, N real
 agents, the real compile -> status -> promote loop on a simulated clock) runs a scenario:
-48 devices reconcile, meter-digits 1.1.0 rolls out wave by wave (the example's rollout, at demo
+40 devices reconcile, meter-digits 1.1.0 rolls out wave by wave (the example's rollout, at demo
 speed), then meter-digits 1.2.0, too slow for the low-power detectors, is caught in its first
 wave and rolled back. A live view shows waves and devices per state; at the end the report
 (text; and report.html, report.txt, record.json in --report DIR).

@@ -44,8 +44,8 @@ class SimAgent(Agent):
 
     kill_at: str | None = None
 
-    def _enter(self, journal, step):
-        journal = super()._enter(journal, step)
+    def _enter(self, journal, step, path=None, model=None):
+        journal = super()._enter(journal, step, path, model)
         if self.kill_at == step:
             self.kill_at = None
             raise Abandoned(step)
