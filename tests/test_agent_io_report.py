@@ -12,7 +12,7 @@ from securesystemslib.dsse import Envelope
 
 from agent_io_support import make_identity, make_report, signed
 from edgefleet.agent.report import (MAX_ENVELOPE, PAYLOAD_TYPE, Latency, Report, ReportError, TelemetrySummary,
-                                    check_sequence, sign_report, unverified_counter, verify_report)
+                                    check_sequence, pae, sign_report, unverified_counter, verify_report)
 
 
 @pytest.fixture
@@ -37,6 +37,12 @@ def test_round_trip_is_canonical_and_deterministic(ident):
     assert back == report and back.counter == 7
     assert verify_report(env, ident.public_key, None) == report
     assert unverified_counter(env) == 7
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.binary(max_size=300))
+def test_our_pae_is_securesystemslibs_byte_for_byte(payload_type, payload):
+    assert pae(payload_type, payload) == Envelope(payload, payload_type, {}).pae()
 
 
 def test_a_tampered_payload_is_refused(ident):
@@ -126,6 +132,44 @@ def test_a_malformed_enrolled_key_is_a_distinct_error(ident):
     with pytest.raises(ReportError) as err:
         verify_report(signed(ident, 1), "ed25519:xyz", ident.device_id)
     assert err.value.code == "E666"
+
+
+SMALL_ORDER_KEYS = {  # encodings of points of order 1, 2, 4 and 8 (libsodium's blocklist)
+    "identity": "01" + "00" * 31,
+    "order 4": "00" * 32,
+    "order 2": "ec" + "ff" * 30 + "7f",
+    "order 8": "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_ORDER_KEYS))
+def test_a_small_order_enrolled_key_never_verifies_even_the_forgery_openssl_accepts(ident, name):
+    """With the identity point as the key, R = identity and S = 0 satisfy the ed25519 equation for
+    every message: OpenSSL (cryptography) accepts that forgery, libsodium does not. Such a key in
+    the inventory must never let a report through, whoever signed it."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from edgefleet.agent.identity import verify_signature
+
+    key = "ed25519:" + SMALL_ORDER_KEYS[name]
+    report = make_report(ident.device_id, 1)
+    payload = rfc8785.dumps(report.model_dump(mode="json"))
+    forged_sig = bytes([1]) + bytes(63)
+    pae = Envelope(payload, PAYLOAD_TYPE, {}).pae()
+    if name == "identity":  # the forgery is real: the other verifier takes it
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(SMALL_ORDER_KEYS[name])).verify(forged_sig, pae)
+    assert not verify_signature(key, forged_sig, pae)
+    envelope = rfc8785.dumps({"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,
+                              "signatures": [{"keyid": key, "sig": base64.b64encode(forged_sig).decode()}]})
+    with pytest.raises(ReportError) as err:
+        verify_report(envelope, key, ident.device_id)
+    assert err.value.code == "E666" and "small-order" in err.value.message
+    with pytest.raises(InvalidSignature):  # (a real key's wrong signature stays E663, not E666)
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(ident.public_key[8:])).verify(forged_sig, pae)
+    with pytest.raises(ReportError) as err:
+        verify_report(envelope, ident.public_key, ident.device_id)
+    assert err.value.code == "E663"
 
 
 def test_check_sequence_refuses_a_counter_that_does_not_grow(ident):

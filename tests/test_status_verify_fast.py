@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import pytest
 import rfc8785
@@ -20,7 +21,7 @@ from hypothesis import given, settings, strategies as st
 from securesystemslib.dsse import Envelope
 
 from agent_io_support import make_identity, make_report, signed
-from edgefleet.agent.report import (PAYLOAD_TYPE, Latency, Prechecked, ReportError, TelemetrySummary,
+from edgefleet.agent.report import (MAX_ENVELOPE, PAYLOAD_TYPE, Latency, Prechecked, ReportError, TelemetrySummary,
                                     _plainly_canonical, verify_report)
 
 
@@ -169,9 +170,13 @@ def test_workers_reading_a_store_give_what_one_process_gives(tmp_path, monkeypat
     (store / f"status/{devices[5]}.json").write_bytes(rfc8785.dumps(log))
     (store / f"status/{devices[6]}.json").write_bytes(b'{"format": "' + LOG_FORMAT.encode() + b'", "rep')
     (store / "status/loop-0001.json").symlink_to("loop-0001.json")  # unreadable: no log, as agent-io reads it
+    os.mkfifo(store / "status/fifo-0001.json")  # planted in the store: opened without waiting for a writer
+    (store / "status/dir-0001.json").mkdir()
+    (store / "status/huge-0001.json").write_bytes(b"[" + b" " * 64 * MAX_ENVELOPE + b"]")  # read no further than the cap
+    (store / "status/link-0001.json").symlink_to(f"{devices[7]}.json")  # followed; then left out: the log says its device is another
 
     listed = list_report_devices(remote)
-    assert listed == sorted([*by_device, "loop-0001"])
+    assert listed == sorted([*by_device, "loop-0001", "fifo-0001", "dir-0001", "huge-0001", "link-0001"])
     fast = [(d, e) for d, e in read_object_logs(remote, listed)]
     assert (devices[5], b"not an envelope") in fast
     assert [p for p in fast if p[1] != b"not an envelope"] == list(read_reports(remote))

@@ -24,10 +24,9 @@ from typing import Annotated, Any, Literal
 
 import rfc8785
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from securesystemslib.dsse import Envelope
 
 from edgefleet.agent.conditions import CONDITION_TYPES, Condition, Rfc3339Utc, Sha256Hex
-from edgefleet.agent.identity import PUBLIC_KEY, DeviceIdentity, verify_signature
+from edgefleet.agent.identity import PUBLIC_KEY, DeviceIdentity, is_usable_public_key, verify_signature
 from edgefleet.core.ids import DEVICE_ID_PATTERN
 
 REPORT_FORMAT = "edgefleet/report/v1"
@@ -158,6 +157,16 @@ class _Envelope(_Strict):
     signatures: Annotated[list[_Signature], Field(min_length=1, max_length=4)]
 
 
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding, the bytes a signature covers (DSSE protocol v1):
+    `DSSEv1 SP LEN(type) SP type SP LEN(body) SP body`, lengths in ASCII decimal. The same bytes
+    as securesystemslib.dsse.Envelope.pae() (tests/test_agent_io_report.py holds them equal);
+    written out because importing that module imports every securesystemslib signer (and
+    boto3 with them), a tenth of a second on each `status` and agent start."""
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
+
+
 def report_payload(report: Report) -> bytes:
     """The signed bytes: RFC 8785 canonical JSON of the report."""
     return rfc8785.dumps(report.model_dump(mode="json"))
@@ -167,10 +176,10 @@ def sign_report(report: Report, identity: DeviceIdentity) -> bytes:
     """The report as a signed DSSE envelope (canonical JSON bytes) of at most MAX_ENVELOPE bytes."""
     if report.device != identity.device_id:
         raise ReportError("E664", f"a report for device {report.device!r} cannot be signed by {identity.device_id!r}")
-    envelope = Envelope(report_payload(report), PAYLOAD_TYPE, {})
-    signature = identity.sign(envelope.pae())
+    payload = report_payload(report)
+    signature = identity.sign(pae(PAYLOAD_TYPE, payload))
     data = rfc8785.dumps({
-        "payload": _b64(envelope.payload),
+        "payload": _b64(payload),
         "payloadType": PAYLOAD_TYPE,
         "signatures": [{"keyid": identity.public_key, "sig": _b64(signature)}],
     })
@@ -184,13 +193,17 @@ def verify_report(envelope: bytes, public_key: str, device_id: str | None) -> Re
 
     Refuses (ReportError): E660 too large, E661 malformed envelope, E663 bad signature,
     E662 payload that is not a canonical, valid report, E664 a report for another device,
-    E666 a public key that is not `ed25519:<64 hex>`.
+    E666 a public key that is not `ed25519:<64 hex>` or not a usable point.
     """
     if not isinstance(public_key, str) or not PUBLIC_KEY.fullmatch(public_key):
         raise ReportError("E666", "the enrolled public key is not 'ed25519:' and 64 hex digits")
     payload, signatures = _open(envelope)
-    pae = Envelope(payload, PAYLOAD_TYPE, {}).pae()
-    if not any(verify_signature(public_key, sig, pae) for _, sig in signatures):
+    signed = pae(PAYLOAD_TYPE, payload)
+    if not any(verify_signature(public_key, sig, signed) for _, sig in signatures):
+        if not is_usable_public_key(public_key):
+            raise ReportError("E666", "the enrolled public key is a small-order or non-canonical ed25519 point, "
+                                      "which anyone could forge signatures for: no report is trusted under it "
+                                      "(re-enroll the device and put its new key in the inventory)")
         raise ReportError("E663", "the report's signature does not verify with the device's enrolled key")
     return _signed_report(payload, device_id)
 
@@ -217,9 +230,9 @@ class Prechecked:
             payload, signatures = _open(envelope)
         except ReportError:
             return  # verify() raises the same error again
-        pae = Envelope(payload, PAYLOAD_TYPE, {}).pae()
+        signed = pae(PAYLOAD_TYPE, payload)
         for keyid, sig in signatures:
-            if PUBLIC_KEY.fullmatch(keyid) and verify_signature(keyid, sig, pae):
+            if PUBLIC_KEY.fullmatch(keyid) and verify_signature(keyid, sig, signed):
                 self._payload, self._signer = payload, keyid
                 return
 
@@ -367,11 +380,13 @@ def _refuse_constant(token: str) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:64]!r}")
-        out[key] = value
+    out = dict(pairs)  # in C; only a shorter dict needs the loop that names the key
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:64]!r}")
+            seen.add(key)
     return out
 
 

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from edgefleet.core.collector import collector_paused
+
 
 def register(sub) -> None:
     from edgefleet.cli.output import add_repo_argument
@@ -40,6 +42,7 @@ def register(sub) -> None:
     parser.set_defaults(run=run, action="evaluate")
 
 
+@collector_paused()  # the whole command, rendering included: see core/collector.py
 def run(args) -> int:
     from pathlib import Path
 

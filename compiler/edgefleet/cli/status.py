@@ -17,6 +17,7 @@ import sys
 from datetime import datetime, timezone
 
 from edgefleet.cli.output import add_repo_argument, emit, resolve_repo
+from edgefleet.core.collector import collector_paused
 
 FORMATS = ("text", "markdown", "json", "html")
 
@@ -46,6 +47,7 @@ def parse_now(value: str | None) -> datetime:
     return parse_time(value) if value else datetime.now(timezone.utc).replace(microsecond=0)
 
 
+@collector_paused()  # the whole command, rendering included: see core/collector.py
 def run(args) -> int:
     from pathlib import Path
 

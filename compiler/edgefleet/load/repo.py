@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Mapping, TypeVar
 
+from edgefleet.core.collector import collector_paused
 from edgefleet.core.diagnostics import Diagnostic, error
 from edgefleet.core.paths import PathRefused, resolve_inside
 from edgefleet.load.inventory_csv import iter_csv_rows
@@ -147,6 +148,11 @@ def read_repository(root: Path) -> tuple[FleetRepo, list[Diagnostic]]:
 
 def load_fleet(files: Mapping[str, bytes], root: Path, display_root: str = ".") -> tuple[FleetRepo, list[Diagnostic]]:
     """Validate every document of a repository given as {relative path: bytes}."""
+    with collector_paused():  # a large inventory is many small objects: see core/collector.py
+        return _load_fleet(files, root, display_root)
+
+
+def _load_fleet(files: Mapping[str, bytes], root: Path, display_root: str) -> tuple[FleetRepo, list[Diagnostic]]:
     repo = FleetRepo(root=root, display_root=display_root)
     diags: list[Diagnostic] = []
     first_seen: dict[tuple[str, str], Location] = {}

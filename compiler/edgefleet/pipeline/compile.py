@@ -163,7 +163,7 @@ def validate(state: _State) -> list[Diagnostic]:
 
 
 def guard_secrets(state: _State) -> list[Diagnostic]:
-    from edgefleet.signing.keys import find_private_keys
+    from edgefleet.signing.key_scan import find_private_keys
 
     # Keys inside the fleet itself are E510 of the validate step (one scan, one definition).
     if state.branch is None:

@@ -31,6 +31,7 @@ from edgefleet.core.source import Location
 from edgefleet.load.repo import FleetRepo
 from edgefleet.load.validation import validate_document
 from edgefleet.load.yamlsource import parse_yaml
+from edgefleet.core.collector import collector_paused
 from edgefleet.pipeline.status import (RolloutReport, VerifiedReports, evaluate_rollout, load_inputs, rollout_paths,
                                        unknown_rollout)
 from edgefleet.rollout.decide import Outcome, decide, person
@@ -77,6 +78,7 @@ def _decide(name: str, rel: str, rollout: Rollout, repo: FleetRepo, verified: Ve
     return decide(rollout.spec, rollout.status, current.result if current else None, evidence, now), report
 
 
+@collector_paused()  # see core/collector.py
 def run_promote(root: Path, reports: str | None, now: datetime, *, desired: Path | None = None,
                 rollout: str | None = None, action: str = "evaluate", reason: str = "", commit: bool = False,
                 before_swap: Callable[[], None] | None = None, jobs: int = 1) -> PromoteRun:

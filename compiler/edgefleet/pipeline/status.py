@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from edgefleet.agent.report import Prechecked, ReportError, check_sequence, unverified_counter
+from edgefleet.core.collector import collector_paused
 from edgefleet.core.diagnostics import Diagnostic, error, has_errors
 from edgefleet.core.source import Location
 from edgefleet.desired.activation import parse_time
@@ -247,6 +248,9 @@ class _Workers:
 
 def _worker_main(items, pipe) -> None:
     """Pre-check envelopes as they come; verify them once (keys, generations, ...) arrive."""
+    import gc
+
+    gc.disable()  # this process only holds acyclic data until it exits (see core/collector.py)
     try:
         drop_unreadable = False
         if isinstance(items, tuple):
@@ -469,6 +473,7 @@ def rollout_paths(repo: FleetRepo) -> dict[str, str]:
     return out
 
 
+@collector_paused()  # the inventory, the generations and the observations: see core/collector.py
 def load_inputs(root: Path, reports, desired: Path | None, models: Iterable[str],
                 keep_timeline: bool = False, branch: str | None = None, jobs: int = 1
                 ) -> tuple[FleetRepo | None, VerifiedReports | None, int, list[Diagnostic]]:
@@ -502,6 +507,7 @@ def load_inputs(root: Path, reports, desired: Path | None, models: Iterable[str]
         verification.close()
 
 
+@collector_paused()
 def run_status(root: Path, reports, now: datetime, desired: Path | None = None,
                rollout: str | None = None, keep_timeline: bool = False, jobs: int = 1) -> StatusResult:
     """`reports`: a status remote / folder / object-store URL, or (device id, envelope) pairs."""

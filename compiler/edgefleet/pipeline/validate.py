@@ -21,7 +21,7 @@ def private_key_diagnostics(repo: FleetRepo) -> list[Diagnostic]:
     """E510 for every private key inside the repository: every command that reads it refuses."""
     from edgefleet.core.diagnostics import error
     from edgefleet.core.source import Location
-    from edgefleet.signing.keys import find_private_keys
+    from edgefleet.signing.key_scan import find_private_keys
 
     return [error(
         "E510", "a private key is inside the fleet repository",

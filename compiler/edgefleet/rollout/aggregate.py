@@ -31,8 +31,10 @@ class Tally:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STANDINGS, 0))
     latencies: list[tuple[float, float, float]] = field(default_factory=list)
     failed_devices: list[str] = field(default_factory=list)
+    _latency: dict[str, float | None] | None = field(default=None, init=False, repr=False, compare=False)
 
     def add(self, device_id: str, where: Standing, obs: Observation | None) -> None:
+        self._latency = None
         self.devices += 1
         self.counts[where] += 1
         if where in ("healthy", "degraded") and obs is not None and obs.latency is not None:
@@ -53,10 +55,11 @@ class Tally:
         return self.devices - self.counts["silent"]
 
     def latency(self) -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
-        for name, pct, index in PERCENTILES:
-            out[name] = nearest_rank(sorted(v[index] for v in self.latencies), pct)
-        return out
+        """Asked by the gates, the evidence and each renderer: sorted once until the next `add`."""
+        if self._latency is None:
+            self._latency = {name: nearest_rank(sorted(v[index] for v in self.latencies), pct)
+                             for name, pct, index in PERCENTILES}
+        return dict(self._latency)
 
     def to_json(self) -> dict:
         return {"devices": self.devices, **self.counts, "on_new_version": self.on_new_version,
