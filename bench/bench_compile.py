@@ -60,7 +60,7 @@ def make_fleet(dest: Path, devices: int) -> Path:
 
 def one(devices: int, work: Path) -> dict:
     from edgefleet.pipeline.validate import validate_repository
-    from edgefleet.pipeline.compile import bulk_gc
+    from edgefleet.core.collector import collector_paused
     from edgefleet.desired.compile import prepare
     from edgefleet.desired.release import read_previous_releases
     from edgefleet.core.diagnostics import has_errors
@@ -101,10 +101,10 @@ def one(devices: int, work: Path) -> dict:
                 "publish": end - loaded - compile_seconds, "total": end - start,
                 "cpu_total": time.process_time() - cpu_start, "report": report}
 
-    with bulk_gc():  # as `edgefleet compile` runs
+    with collector_paused():  # as `edgefleet compile` runs
         first = compile_once()
     gc.collect()  # each `edgefleet compile` is a process of its own
-    with bulk_gc():
+    with collector_paused():
         second = compile_once()
     report = first.pop("report")
     second_report = second.pop("report")

@@ -14,15 +14,14 @@ before the publish step, and the publisher is atomic):
 
 from __future__ import annotations
 
-import gc
 import os
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
+from edgefleet.core.collector import collector_paused
 from edgefleet.core.diagnostics import Diagnostic, error
 from edgefleet.core.source import Location
 from edgefleet.pipeline.common import RequestError, run_error, run_steps, without_notes
@@ -93,7 +92,7 @@ class _State:
 
 def compile_desired_state(request: CompileRequest) -> CompileResult:
     state = _State(request)
-    with bulk_gc():
+    with collector_paused():  # see core/collector.py
         diags = run_steps(state, [check_request, validate, guard_secrets, prepare, fleet_targets, load_keys,
                                   publish, commit])
     if state.report is None or any(d.is_error for d in diags):
@@ -105,24 +104,6 @@ def compile_desired_state(request: CompileRequest) -> CompileResult:
         versions=dict(report.versions), bins=report.bins, retired_bins=report.retired_bins, commit=state.commit,
         branch=state.branch)
     return CompileResult(summary, tuple(diags))
-
-
-@contextmanager
-def bulk_gc():
-    """Python's cyclic GC off while a large fleet is loaded, compiled and published.
-
-    A million-device fleet is millions of long-lived objects, and every full collection
-    walks them all again while the run allocates more; nothing compile or publish makes
-    is cyclic garbage worth collecting. Measured on 300k devices: loading 9.7 s -> 5.8 s,
-    compiling 8.1 s -> 4.4 s. Memory is what the run holds anyway.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # ---- steps ---------------------------------------------------------------------------------
