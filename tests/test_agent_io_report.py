@@ -172,6 +172,46 @@ def test_a_small_order_enrolled_key_never_verifies_even_the_forgery_openssl_acce
     assert err.value.code == "E663"
 
 
+ED25519_ORDER = 2**252 + 27742317777372353535851937790883648493
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=200), st.integers(min_value=0, max_value=511))
+def test_libsodium_and_openssl_agree_on_real_keys(message, bit):
+    """Reports are verified with libsodium, signed with OpenSSL (cryptography): for a real key
+    they agree on the valid signature, on a signature with any one bit flipped, on a message
+    with one bit flipped, and on the malleable S + L form (both refuse it)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from edgefleet.agent.identity import verify_signature
+
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key()
+    key = "ed25519:" + public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    sig = private.sign(message)
+
+    def openssl(signature: bytes, data: bytes) -> bool:
+        try:
+            public.verify(signature, data)
+            return True
+        except InvalidSignature:
+            return False
+
+    flipped_sig = bytearray(sig)
+    flipped_sig[bit // 8] ^= 1 << (bit % 8)
+    s = int.from_bytes(sig[32:], "little")
+    cases = [(sig, message), (bytes(flipped_sig), message), (sig[:32] + (s + ED25519_ORDER).to_bytes(32, "little"), message)]
+    if message:
+        flipped_msg = bytearray(message)
+        flipped_msg[(bit // 8) % len(message)] ^= 1 << (bit % 8)
+        cases.append((sig, bytes(flipped_msg)))
+    for signature, data in cases:
+        assert verify_signature(key, signature, data) == openssl(signature, data)
+    assert verify_signature(key, sig, message) and not verify_signature(key, cases[2][0], message)
+
+
 def test_check_sequence_refuses_a_counter_that_does_not_grow(ident):
     report = make_report(ident.device_id, 5)
     check_sequence(None, report)
