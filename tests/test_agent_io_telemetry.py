@@ -224,3 +224,72 @@ def test_resource_pressure_from_psutil_or_proc(tmp_path, monkeypatch, psutil_pre
     assert res.disk_free_bytes > 0 and 0 <= res.disk_percent <= 100
     assert res.load_1m is not None and res.load_1m >= 0
     assert (res.cpu_percent is not None) == psutil_present
+
+
+# -- latency per model: a device serving several models reports each one's own -------------------
+
+def test_latency_per_model_exact_and_after_folding(tmp_path):
+    store = TelemetryStore(tmp_path / "t.db", max_rows=200, max_bytes=256 * 1024)
+    for i in range(100):
+        at = from_us(BASE_US + i * 1_000_000)
+        store.record_inference(1.0 + i % 10, ok=True, at=at, model="meter-digits")   # 1..10 ms
+        store.record_inference(100.0 + i, ok=True, at=at, model="ocr-reader")        # 100..199 ms
+    by_model = store.latency_by_model()
+    assert (by_model["meter-digits"].p50, by_model["meter-digits"].p99) == (5.0, 10.0)
+    assert (by_model["ocr-reader"].p50, by_model["ocr-reader"].p99) == (149.0, 198.0)
+    assert store.summary().latency_ms.p50 == 10.0  # the device-wide figure mixes both
+    # Ten times the row bound: most rows fold into hourly buckets, each model keeps its own histogram.
+    for i in range(100, 2000):
+        at = from_us(BASE_US + i * 1_000_000)
+        store.record_inference(1.0 + i % 10, ok=True, at=at, model="meter-digits")
+        store.record_inference(100.0 + i % 100, ok=True, at=at, model="ocr-reader")
+    assert store.counts()["buckets"] > 0 and store.counts()["inference_rows"] <= 200
+    folded = store.latency_by_model()
+    assert 4.0 <= folded["meter-digits"].p50 <= 10 * 1.26 and folded["meter-digits"].p99 <= 10 * 1.26
+    assert 100.0 <= folded["ocr-reader"].p50 <= 200 * 1.26 and folded["ocr-reader"].p50 > 10 * 1.26
+    window = store.latency_by_model(since=from_us(BASE_US + 1990 * 1_000_000))  # rows only: exact
+    assert set(window) == {"meter-digits", "ocr-reader"} and window["ocr-reader"].p99 == 199.0
+    assert store.summary().inferences == 4000
+    store.close()
+
+
+def test_an_existing_database_gains_the_model_columns_and_keeps_its_rows(tmp_path):
+    """A device upgraded from an agent whose telemetry had no model column: the file is migrated
+    in place (ALTER TABLE), its old inferences still count, and only new ones carry a model."""
+    path = tmp_path / "t.db"
+    with sqlite3.connect(path) as db:  # the schema as the first release wrote it
+        db.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            CREATE TABLE inference (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, latency_ms REAL NOT NULL,
+                                    ok INTEGER NOT NULL);
+            CREATE TABLE event (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+            CREATE TABLE bucket (start INTEGER PRIMARY KEY, inferences INTEGER NOT NULL, errors INTEGER NOT NULL,
+                                 events INTEGER NOT NULL, last_success INTEGER, hist TEXT NOT NULL);
+            CREATE TABLE outbox (counter INTEGER PRIMARY KEY, envelope BLOB NOT NULL, enqueued_at INTEGER NOT NULL);
+            INSERT INTO meta VALUES ('counter', 41), ('dropped_rows', 7), ('dropped_reports', 0), ('rows', 2);
+            """)
+        db.executemany("INSERT INTO inference (at, latency_ms, ok) VALUES (?, ?, 1)",
+                       [(BASE_US, 3.0), (BASE_US + 1_000_000, 4.0)])
+        db.execute("INSERT INTO bucket VALUES (?, 7, 0, 0, ?, ?)", (BASE_US - 7_200_000_000, BASE_US - 7_200_000_000,
+                                                                    '{"30":7}'))
+        db.execute("INSERT INTO outbox VALUES (41, x'7b7d', 0)")
+    store = TelemetryStore(path, max_rows=200, max_bytes=256 * 1024)
+    assert store.next_counter() == 42 and store.pending_reports() == [(41, b"{}")]  # nothing lost
+    assert store.summary().inferences == 9 and store.latency_by_model() == {}
+    store.record_inference(9.0, ok=True, at=from_us(BASE_US + 2_000_000), model="meter-digits")
+    assert store.latency_by_model()["meter-digits"].p50 == 9.0
+    assert store.summary().inferences == 10
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert [r[1] for r in db.execute("PRAGMA table_info(inference)")][-1] == "model"
+        assert [r[1] for r in db.execute("PRAGMA table_info(bucket)")][-1] == "model_hists"
+    TelemetryStore(path, max_rows=200, max_bytes=256 * 1024).close()  # opening again adds nothing twice
+
+
+@pytest.mark.parametrize("model", ["", "x" * 64, 7])
+def test_a_bad_model_name_is_refused(tmp_path, model):
+    store = TelemetryStore(tmp_path / "t.db", max_rows=1000, max_bytes=1024 * 1024)
+    with pytest.raises(TelemetryError) as err:
+        store.record_inference(1.0, ok=True, model=model)
+    assert err.value.code == "E671"
+    store.close()

@@ -150,9 +150,14 @@ def test_nothing_to_serving_both_models_each_answering_by_name(tmp_path, desired
     state = desired.publish_both(digits_v2=False, ocr_v2=False)
     assert [(w["model"], w["run"]["version"]) for w in state["workloads"]] == [(DIGITS, V1), (OCR, V1)]
     device = tmp_path / "device"
+    from edgefleet.agent.identity import enroll
+    from edgefleet.agent.telemetry import TelemetryStore
+
+    identity = enroll(device, DEVICE)
+    telemetry = TelemetryStore(device / "telemetry.db")
     config = AgentConfig(state_dir=device, device=DEVICE, remote=remote, trusted_root=desired.root.read_bytes(),
                          store=str(two_store), confirm_inferences=5, soak_s=0.2, probe_runs=3)
-    agent = Agent(config, Registry())
+    agent = Agent(config, Registry(telemetry=telemetry))
     agent.start()
     result = agent.cycle()
     assert result.in_sync, result.reason
@@ -183,13 +188,27 @@ def test_nothing_to_serving_both_models_each_answering_by_name(tmp_path, desired
     assert outputs[DIGITS].shape == outputs[OCR].shape
     assert not np.allclose(outputs[DIGITS], outputs[OCR])  # two different networks answered
 
+    from edgefleet.agent.report import verify_report
     from edgefleet.agent.reporting import after_cycle
+    from edgefleet.rollout.observe import observe
 
-    after_cycle(agent, result)  # what `agent run` does after each cycle
+    import time
+
+    time.sleep(1.01 - time.time() % 1)  # a report's window ends at a whole second: let it cover the inferences
+    after_cycle(agent, result, telemetry=telemetry, identity=identity)  # what `agent run` does after each cycle
     s = agent_state(device)
     assert s["serving"]["model"] == DIGITS and s["serving"]["version"] == V1  # `serving`: the primary
     assert [(w["model"], w["serving"]["version"], w["ready"]) for w in s["workloads"]] == [
         (DIGITS, V1, True), (OCR, V1, True)]
+    # The signed report carries each model's own latency, and a rollout of one model reads only its own.
+    (_, envelope), = telemetry.pending_reports()
+    report = verify_report(envelope, identity.public_key, DEVICE)
+    by_model = telemetry.latency_by_model(until=report.observed_at)
+    assert set(by_model) == {DIGITS, OCR} and by_model == telemetry.latency_by_model()  # every inference
+    assert {w.model: w.latency_ms for w in report.workloads} == by_model
+    for model in (DIGITS, OCR):
+        assert observe(report, model).latency == (by_model[model].p50, by_model[model].p95, by_model[model].p99)
+    telemetry.close()
 
 
 def test_one_models_bad_probe_leaves_the_other_models_update_going_through(tmp_path, desired, remote, two_store):
@@ -392,3 +411,23 @@ def test_each_rollout_judges_its_own_model_and_older_reports_by_the_conditions()
     healthy_old = Report(device=DEVICE, counter=5, observed_at=at, conditions=[cond("Ready", "True", "Serving")],
                          workloads=[WorkloadStatus(model=DIGITS, serving_version=V2, update="Committed")])
     assert standing(observe(healthy_old, DIGITS), V2, None) == "healthy"
+
+
+def test_latency_of_a_model_is_its_own_never_a_mix_of_models():
+    """rollout.observe: a workload's own latency when the report gives it; the device-wide figure
+    only when the device serves one model; a multi-model report without per-model latency (an
+    older agent's) has no latency for either model rather than a mix of both."""
+    from edgefleet.agent.report import Latency, Report, TelemetrySummary, WorkloadStatus
+    from edgefleet.rollout.observe import observe
+
+    at = "2026-12-01T10:00:00Z"
+    wide = TelemetrySummary(inferences=200, latency_ms=Latency(p50=50, p95=180, p99=199))
+    own = Report(device=DEVICE, counter=1, observed_at=at, telemetry=wide, workloads=[
+        WorkloadStatus(model=DIGITS, latency_ms=Latency(p50=4, p95=9, p99=10)),
+        WorkloadStatus(model=OCR, latency_ms=Latency(p50=150, p95=190, p99=198))])
+    assert observe(own, DIGITS).latency == (4, 9, 10) and observe(own, OCR).latency == (150, 190, 198)
+    mixed = Report(device=DEVICE, counter=2, observed_at=at, telemetry=wide,
+                   workloads=[WorkloadStatus(model=DIGITS), WorkloadStatus(model=OCR)])
+    assert observe(mixed, DIGITS).latency is None and observe(mixed, OCR).latency is None
+    single = Report(device=DEVICE, counter=3, observed_at=at, telemetry=wide, workloads=[WorkloadStatus(model=DIGITS)])
+    assert observe(single, DIGITS).latency == (50, 180, 199)

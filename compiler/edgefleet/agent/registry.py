@@ -112,6 +112,6 @@ class Registry:
                 counts[1] += 0 if ok else 1
         if self.telemetry is not None:
             try:
-                self.telemetry.record_inference(latency_ms, ok)
+                self.telemetry.record_inference(latency_ms, ok, model=runner.name)
             except Exception:  # telemetry never stops serving
                 pass

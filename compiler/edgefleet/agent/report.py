@@ -71,6 +71,12 @@ class Serving(_Strict):
     slot: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")]
 
 
+class Latency(_Strict):
+    p50: Finite
+    p95: Finite
+    p99: Finite
+
+
 class WorkloadStatus(_Strict):
     """One workload (model) of the device. The fields after `update` came with multi-workload
     agents; null means an older agent's report, which readers judge by the device-wide conditions."""
@@ -88,12 +94,9 @@ class WorkloadStatus(_Strict):
     update_failed: bool | None = None   # this model's update failed (or the desired state was refused)
     rolled_back: bool | None = None     # this model rolled back after a switch
     code: Annotated[str, Field(pattern=r"^E[0-9]{3}$")] | None = None   # the error code, when not ready
-
-
-class Latency(_Strict):
-    p50: Finite
-    p95: Finite
-    p99: Finite
+    # This model's own latency over the report's window (a device serving several models reports
+    # each; `telemetry.latency_ms` is every inference of the device together).
+    latency_ms: Latency | None = None
 
 
 class Resources(_Strict):

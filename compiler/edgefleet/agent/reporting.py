@@ -156,6 +156,7 @@ def _queue_report(status: dict, conds: list, telemetry, identity, since: str | N
 
     from edgefleet.agent.report import MAX_WORKLOADS
 
+    by_model = telemetry.latency_by_model(since=since, until=status["observed_at"])
     workloads = []
     for w in status.get("workloads", [])[:MAX_WORKLOADS]:
         serving = w.get("serving")
@@ -166,7 +167,8 @@ def _queue_report(status: dict, conds: list, telemetry, identity, since: str | N
                           "digest": serving["digest"] if serving else None,
                           "ready": w.get("ready"), "degraded": w.get("degraded"),
                           "update_failed": w.get("update_failed"), "rolled_back": w.get("rolled_back"),
-                          "code": w.get("code")})
+                          "code": w.get("code"),
+                          "latency_ms": by_model[w["model"]].model_dump() if w["model"] in by_model else None})
     summary = telemetry.summary(since=since, until=status["observed_at"])
     report = Report.model_validate({
         "device": status["device"], "counter": telemetry.next_counter(), "generation": status["generation"],

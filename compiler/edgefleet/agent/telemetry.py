@@ -2,10 +2,11 @@
 
 What it keeps:
 
-- `inference` rows (time, latency, ok) and `event` rows (time, kind, detail: update
+- `inference` rows (time, latency, ok, the model that answered) and `event` rows (time, kind, detail: update
   status changes, the model now serving, errors). When there are more than `max_rows`
   of them, or the file's live pages pass `max_bytes`, the oldest rows are folded into
-  hourly `bucket` rows (counts, errors, last success, a latency histogram) and counted
+  hourly `bucket` rows (counts, errors, last success, a latency histogram, and one per model)
+  and counted
   in `dropped_rows`. Buckets themselves are capped (`MAX_BUCKETS`); the oldest merge
   into one "before" bucket. So totals stay exact forever, percentiles of folded data
   are approximate (histogram bins 26% wide), and the file never grows without bound
@@ -51,14 +52,20 @@ BATCH_ROWS = 64
 BATCH_SECONDS = 1.0
 _MAX_KIND = 64
 
+# Columns added after the first release: a device's existing file gains them on open (ALTER TABLE
+# ADD COLUMN, in one transaction); rows written before hold NULL there (latency of no known model).
+_ADDED_COLUMNS = (("inference", "model", "TEXT"), ("bucket", "model_hists", "TEXT"))
+_MAX_MODEL = 63  # a model name (report.Name)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS inference (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, latency_ms REAL NOT NULL,
-                                      ok INTEGER NOT NULL);
+                                      ok INTEGER NOT NULL, model TEXT);
 CREATE TABLE IF NOT EXISTS event (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL,
                                   detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS bucket (start INTEGER PRIMARY KEY, inferences INTEGER NOT NULL, errors INTEGER NOT NULL,
-                                   events INTEGER NOT NULL, last_success INTEGER, hist TEXT NOT NULL);
+                                   events INTEGER NOT NULL, last_success INTEGER, hist TEXT NOT NULL,
+                                   model_hists TEXT);
 CREATE TABLE IF NOT EXISTS outbox (counter INTEGER PRIMARY KEY, envelope BLOB NOT NULL, enqueued_at INTEGER NOT NULL);
 """
 
@@ -136,6 +143,9 @@ class TelemetryStore:
             db.close()
             raise sqlite3.DatabaseError("quick_check found damage")
         with _transaction(db, durable=True):
+            for table, column, kind in _ADDED_COLUMNS:
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('counter', ?)", (time.time_ns() // 1_000_000,))
             for key in ("dropped_rows", "dropped_reports", "rows"):
                 db.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (key,))
@@ -166,10 +176,14 @@ class TelemetryStore:
 
     # -- telemetry ---------------------------------------------------------------------------
 
-    def record_inference(self, latency_ms: float, ok: bool, at: datetime | str | None = None) -> None:
+    def record_inference(self, latency_ms: float, ok: bool, at: datetime | str | None = None,
+                         model: str | None = None) -> None:
+        """One inference; `model`: the workload that answered (its latency is reported per model)."""
         if not isinstance(latency_ms, (int, float)) or not math.isfinite(latency_ms) or latency_ms < 0:
             raise TelemetryError("E671", f"latency must be a finite number of ms >= 0, not {latency_ms!r}")
-        row = (to_us(at), float(latency_ms), 1 if ok else 0)
+        if model is not None and (not isinstance(model, str) or not 0 < len(model) <= _MAX_MODEL):
+            raise TelemetryError("E671", f"a model name is 1 to {_MAX_MODEL} characters")
+        row = (to_us(at), float(latency_ms), 1 if ok else 0, model)
         with self._pending_lock:
             self._pending.append(row)
             due = len(self._pending) >= BATCH_ROWS or time.monotonic() - self._last_flush >= BATCH_SECONDS
@@ -182,7 +196,7 @@ class TelemetryStore:
             rows, self._pending = self._pending, []
             self._last_flush = time.monotonic()
         if rows:
-            self._insert("INSERT INTO inference (at, latency_ms, ok) VALUES (?, ?, ?)", rows)
+            self._insert("INSERT INTO inference (at, latency_ms, ok, model) VALUES (?, ?, ?, ?)", rows)
 
     def record_event(self, kind: str, detail: str = "", at: datetime | str | None = None) -> None:
         """An update status change, the model now serving, an error: `kind` names which."""
@@ -231,36 +245,54 @@ class TelemetryStore:
         """
         lo = to_us(since) if since is not None else None
         hi = to_us(until) if until is not None else None
-        where, args = _window(lo, hi)
-        self.flush()
-        with self._lock:
-            raw = self._db.execute(f"SELECT latency_ms, ok, at FROM inference {where}", args).fetchall()
-            bwhere, bargs = _window(lo, hi, column="start")
-            if lo is not None:
-                bwhere += (" AND " if bwhere else "WHERE ") + "start <> ?"
-                bargs = (*bargs, BEFORE)
-            buckets = self._db.execute(f"SELECT inferences, errors, last_success, hist FROM bucket {bwhere}",
-                                       bargs).fetchall()
-            dropped = self._meta("dropped_rows")
+        raw, buckets, dropped = self._window_rows(lo, hi)
         inferences = len(raw) + sum(b[0] for b in buckets)
         errors = sum(1 for r in raw if not r[1]) + sum(b[1] for b in buckets)
         successes = [r[2] for r in raw if r[1]] + [b[2] for b in buckets if b[2] is not None]
-        ok_latencies = sorted(r[0] for r in raw if r[1])
-        if buckets:
-            hist = [0] * (len(EDGES) + 1)
-            for lat in ok_latencies:
-                hist[_bin(lat)] += 1
-            for b in buckets:
-                for i, n in enumerate(_hist_list(b[3])):
-                    hist[i] += n
-            latency = _hist_percentiles(hist)
-        else:
-            latency = _exact_percentiles(ok_latencies)
+        latency = _percentiles([r[0] for r in raw if r[1]], [_hist_list(b[3]) for b in buckets])
         return TelemetrySummary(
             inferences=inferences, errors=errors, latency_ms=latency,
             last_success=from_us(max(successes)) if successes else None, dropped_rows=dropped,
             since=from_us(lo), until=from_us(hi),
             resources=resources if resources is not None else resource_snapshot(self.state_dir))
+
+    def latency_by_model(self, since: datetime | str | None = None,
+                         until: datetime | str | None = None) -> dict[str, Latency]:
+        """Latency percentiles per model in [since, until), as `summary` counts the window:
+        each workload's own, for a device serving several (inferences of no known model, made
+        before this column existed, count in `summary` only)."""
+        lo = to_us(since) if since is not None else None
+        hi = to_us(until) if until is not None else None
+        raw, buckets, _ = self._window_rows(lo, hi)
+        exact: dict[str, list[float]] = {}
+        for latency_ms, ok, _, model in raw:
+            if ok and model is not None:
+                exact.setdefault(model, []).append(latency_ms)
+        folded: dict[str, list[list[int]]] = {}
+        for b in buckets:
+            for model, hist in json.loads(b[4] or "{}").items():
+                folded.setdefault(model, []).append(_hist_list(hist))
+        out = {}
+        for model in sorted(set(exact) | set(folded)):
+            latency = _percentiles(exact.get(model, []), folded.get(model, []))
+            if latency is not None:
+                out[model] = latency
+        return out
+
+    def _window_rows(self, lo: int | None, hi: int | None) -> tuple[list, list, int]:
+        """(inference rows, bucket rows, dropped_rows) of [lo, hi): rows by time, buckets by their hour
+        (the "before" bucket only without a start)."""
+        where, args = _window(lo, hi)
+        self.flush()
+        with self._lock:
+            raw = self._db.execute(f"SELECT latency_ms, ok, at, model FROM inference {where}", args).fetchall()
+            bwhere, bargs = _window(lo, hi, column="start")
+            if lo is not None:
+                bwhere += (" AND " if bwhere else "WHERE ") + "start <> ?"
+                bargs = (*bargs, BEFORE)
+            buckets = self._db.execute(
+                f"SELECT inferences, errors, last_success, hist, model_hists FROM bucket {bwhere}", bargs).fetchall()
+            return raw, buckets, self._meta("dropped_rows")
 
     def counts(self) -> dict[str, int]:
         """Rows held, folded and pending, for `state`, tests and benchmarks."""
@@ -327,13 +359,14 @@ class TelemetryStore:
 
     def _fold(self, n: int) -> None:
         """Fold the `n` oldest rows (inferences and events together) into hourly buckets."""
-        inf = self._db.execute("SELECT id, at, latency_ms, ok FROM inference ORDER BY at, id LIMIT ?", (n,)).fetchall()
+        inf = self._db.execute("SELECT id, at, latency_ms, ok, model FROM inference ORDER BY at, id LIMIT ?",
+                               (n,)).fetchall()
         ev = self._db.execute("SELECT id, at FROM event ORDER BY at, id LIMIT ?", (n,)).fetchall()
         # The n oldest of both tables by time.
         merged = sorted([(r[1], 0, r) for r in inf] + [(r[1], 1, r) for r in ev], key=lambda t: (t[0], t[1]))[:n]
         folded: dict[int, list] = {}
         for at, table, row in merged:
-            b = folded.setdefault(_hour(at), [0, 0, 0, None, [0] * (len(EDGES) + 1)])
+            b = folded.setdefault(_hour(at), [0, 0, 0, None, [0] * (len(EDGES) + 1), {}])
             if table == 1:
                 b[2] += 1
                 continue
@@ -341,10 +374,12 @@ class TelemetryStore:
             if row[3]:
                 b[3] = max(b[3] or 0, at)
                 b[4][_bin(row[2])] += 1
+                if row[4] is not None:
+                    b[5].setdefault(row[4], [0] * (len(EDGES) + 1))[_bin(row[2])] += 1
             else:
                 b[1] += 1
-        for start, (infs, errs, evs, last_ok, hist) in folded.items():
-            self._merge_bucket(start, infs, errs, evs, last_ok, hist)
+        for start, (infs, errs, evs, last_ok, hist, model_hists) in folded.items():
+            self._merge_bucket(start, infs, errs, evs, last_ok, hist, model_hists)
         inf_ids = [(row[0],) for _, table, row in merged if table == 0]
         ev_ids = [(row[0],) for _, table, row in merged if table == 1]
         self._db.executemany("DELETE FROM inference WHERE id = ?", inf_ids)
@@ -353,22 +388,29 @@ class TelemetryStore:
         self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped_rows'", (len(merged),))
         extra = self._db.execute("SELECT COUNT(*) FROM bucket").fetchone()[0] - self.max_buckets
         if extra > 0:
-            old = self._db.execute("SELECT start, inferences, errors, events, last_success, hist FROM bucket "
-                                   "WHERE start <> ? ORDER BY start LIMIT ?", (BEFORE, extra + 1)).fetchall()
+            old = self._db.execute("SELECT start, inferences, errors, events, last_success, hist, model_hists "
+                                   "FROM bucket WHERE start <> ? ORDER BY start LIMIT ?",
+                                   (BEFORE, extra + 1)).fetchall()
             self._db.executemany("DELETE FROM bucket WHERE start = ?", [(r[0],) for r in old])
-            for _, infs, errs, evs, last_ok, hist in old:
-                self._merge_bucket(BEFORE, infs, errs, evs, last_ok, _hist_list(hist))
+            for _, infs, errs, evs, last_ok, hist, model_hists in old:
+                self._merge_bucket(BEFORE, infs, errs, evs, last_ok, _hist_list(hist), _model_hists(model_hists))
 
-    def _merge_bucket(self, start: int, infs: int, errs: int, evs: int, last_ok: int | None, hist: list[int]) -> None:
-        row = self._db.execute("SELECT inferences, errors, events, last_success, hist FROM bucket WHERE start = ?",
-                               (start,)).fetchone()
+    def _merge_bucket(self, start: int, infs: int, errs: int, evs: int, last_ok: int | None, hist: list[int],
+                      model_hists: dict[str, list[int]]) -> None:
+        row = self._db.execute("SELECT inferences, errors, events, last_success, hist, model_hists FROM bucket "
+                               "WHERE start = ?", (start,)).fetchone()
         if row:
             infs, errs, evs = infs + row[0], errs + row[1], evs + row[2]
             last_ok = max(x for x in (last_ok, row[3], -1) if x is not None)
             last_ok = None if last_ok == -1 else last_ok
             hist = [a + b for a, b in zip(hist, _hist_list(row[4]))]
-        self._db.execute("INSERT OR REPLACE INTO bucket VALUES (?, ?, ?, ?, ?, ?)",
-                         (start, infs, errs, evs, last_ok, _hist_text(hist)))
+            for model, other in _model_hists(row[5]).items():
+                mine = model_hists.setdefault(model, [0] * (len(EDGES) + 1))
+                model_hists[model] = [a + b for a, b in zip(mine, other)]
+        self._db.execute("INSERT OR REPLACE INTO bucket VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (start, infs, errs, evs, last_ok, _hist_text(hist),
+                          json.dumps({m: json.loads(_hist_text(h)) for m, h in sorted(model_hists.items())},
+                                     separators=(",", ":")) if model_hists else None))
 
     def _bound_outbox(self) -> None:
         budget = self.max_bytes // 2
@@ -428,9 +470,27 @@ def _hist_text(hist: list[int]) -> str:
     return json.dumps({str(i): n for i, n in enumerate(hist) if n}, separators=(",", ":"))
 
 
-def _hist_list(text: str) -> list[int]:
+def _model_hists(text: str | None) -> dict[str, list[int]]:
+    """A bucket's per-model histograms ({model: sparse histogram} JSON; NULL before the column existed)."""
+    return {model: _hist_list(hist) for model, hist in json.loads(text or "{}").items()}
+
+
+def _percentiles(exact: list[float], hists: list[list[int]]) -> Latency | None:
+    """p50/p95/p99 of exact latencies plus folded histograms: exact while nothing is folded."""
+    if not hists:
+        return _exact_percentiles(sorted(exact))
     hist = [0] * (len(EDGES) + 1)
-    for i, n in json.loads(text).items():
+    for lat in exact:
+        hist[_bin(lat)] += 1
+    for other in hists:
+        for i, n in enumerate(other):
+            hist[i] += n
+    return _hist_percentiles(hist)
+
+
+def _hist_list(text: str | dict) -> list[int]:
+    hist = [0] * (len(EDGES) + 1)
+    for i, n in (json.loads(text) if isinstance(text, str) else text).items():
         hist[int(i)] = n
     return hist
 

@@ -56,6 +56,10 @@ def observe(report, model: str) -> Observation:
     degraded, failed or rolled back (`ready` is set): those are read, so one model's
     failed update does not count against another model's rollout. A report without them
     (an older agent's) is judged by the device-wide conditions.
+
+    Latency: the workload's own when the report gives it; else the device's, but only when the
+    device serves this one model — a device-wide figure of several models is no one model's,
+    so it counts as no latency (a gate waits for data rather than judge a mix).
     """
     workload = next((w for w in report.workloads if w.model == model), None)
     serving = workload.serving_version if workload is not None else None
@@ -66,7 +70,9 @@ def observe(report, model: str) -> Observation:
         if c.status == "True":
             true.setdefault(c.type, c)
     degraded = true.get("Degraded")
-    latency = report.telemetry.latency_ms
+    latency = getattr(workload, "latency_ms", None)
+    if latency is None and len(report.workloads) <= 1:
+        latency = report.telemetry.latency_ms
     ready = "Ready" in true
     update_failed = "UpdateFailed" in true
     rolled_back = "RolledBack" in true
