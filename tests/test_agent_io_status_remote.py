@@ -337,3 +337,46 @@ def test_the_hooks_own_checks_without_git_configs_help(tmp_path):
     assert pre_receive_main(str(repo), io.StringIO("garbage\n"), err) == 1 and "E685" in err.getvalue()
     err = io.StringIO()
     assert pre_receive_main(str(repo), io.StringIO(f"{first} {tip} {ref}\n"), err) == 0, err.getvalue()
+
+
+def test_reading_a_git_status_remote_gives_what_rev_list_per_ref_gives(tmp_path, monkeypatch):
+    """`read_reports` of a git status remote reads every ref's first-parent chain, oldest first,
+    with one `git cat-file --batch` process (in batches of devices, a chain level per exchange),
+    not two processes per device. The reference here is the old reader: `git rev-list --reverse
+    --first-parent` per ref and `<commit>:report.dsse.json`. Odd refs a hook would never let in
+    (a blob, a tag) hold no report and do not stop the others."""
+    import edgefleet.agent.status_remote as status_remote
+
+    repo = tmp_path / "status.git"
+    _git("init", "-q", "--bare", str(repo))
+    work = tmp_path / "work.git"
+    devices = [f"dev-{i:03d}" for i in range(7)]
+    for i, device in enumerate(devices):  # chains of 1..4 reports, one a merge (first parent followed)
+        raw_push(work, str(repo), f"refs/status/{device}", [b"env %d.%d" % (i, n) for n in range(1 + i % 4)],
+                 parent=None)
+    side = _git("-C", str(repo), "rev-parse", f"refs/status/{devices[1]}").stdout.decode().strip()
+    main_tip = _git("-C", str(repo), "rev-parse", f"refs/status/{devices[3]}").stdout.decode().strip()
+    tree = _git("-C", str(repo), "rev-parse", f"{main_tip}^{{tree}}").stdout.decode().strip()
+    merge = _git("-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit-tree", tree,
+                 "-p", main_tip, "-p", side, "-m", "merge").stdout.decode().strip()
+    _git("-C", str(repo), "update-ref", f"refs/status/{devices[3]}", merge)
+    blob = _git("-C", str(repo), "hash-object", "-w", "--stdin", input=b"not a commit").stdout.decode().strip()
+    _git("-C", str(repo), "update-ref", "refs/status/dev-blob", blob)
+    _git("-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "tag", "-a", "-m", "t", "t1",
+         f"refs/status/{devices[2]}")
+    tag = _git("-C", str(repo), "rev-parse", "refs/tags/t1").stdout.decode().strip()
+    _git("-C", str(repo), "update-ref", "refs/status/dev-tagged", tag)  # an annotated tag of a chain: peeled
+
+    def reference(device: str) -> list[bytes]:
+        commits = _git("-C", str(repo), "rev-list", "--reverse", "--first-parent",
+                       f"refs/status/{device}").stdout.decode().split()
+        return [_git("-C", str(repo), "cat-file", "blob", f"{c}:{REPORT_FILE}").stdout for c in commits]
+
+    expected = [(d, e) for d in sorted([*devices, "dev-tagged"]) for e in reference(d)]
+    monkeypatch.setattr(status_remote, "_GIT_READ_BATCH", 3)  # several batches of devices
+    assert list(read_reports(repo)) == expected
+    # the merge holds its first parent's file again; its second parent (device 1's chain) is not followed
+    assert [e for d, e in expected if d == devices[3]] == [b"env 3.0", b"env 3.1", b"env 3.2", b"env 3.3", b"env 3.3"]
+    assert [e for d, e in expected if d == "dev-tagged"] == [e for d, e in expected if d == devices[2]]
+    assert list(read_reports(repo, devices=[devices[5], "dev-blob", "nobody"])) == [
+        (d, e) for d, e in expected if d == devices[5]]

@@ -261,17 +261,54 @@ def _local_git_dir(source: str) -> Path | None:
 
 
 def _read_git(git_dir: Path, wanted: set[str] | None) -> Iterator[tuple[str, bytes]]:
-    refs = _git(git_dir, "for-each-ref", "--format=%(refname)", STATUS_PREFIX).split()
-    for ref in sorted(refs):
+    """Each device's reports, oldest first: its ref's first-parent chain (`git rev-list --reverse
+    --first-parent`), each commit's report.dsse.json. One `git cat-file --batch` process reads
+    everything, a batch of devices at a time and one level of the chains per exchange (not two
+    processes per device: 5.7 ms each, ten minutes at 100k devices). A ref that is not a chain of
+    commits holds no report (as a damaged log in a store holds none)."""
+    listed = _git(git_dir, "for-each-ref", "--format=%(objectname) %(refname)", STATUS_PREFIX).splitlines()
+    tips = {}
+    for line in listed:
+        oid, _, ref = line.partition(" ")
         device = ref[len(STATUS_PREFIX):]
-        if not is_device_id(device) or (wanted is not None and device not in wanted):
-            continue
-        commits = _git(git_dir, "rev-list", "--reverse", "--first-parent", ref).split()
-        with _CatFile(git_dir) as cat:
-            for commit in commits:
-                blob = cat.read(f"{commit}:{REPORT_FILE}", limit=MAX_ENVELOPE + 1)
-                if blob is not None:
+        if is_device_id(device) and (wanted is None or device in wanted):
+            tips[device] = oid
+    devices = sorted(tips)
+    with _CatFile(git_dir) as cat:
+        for start in range(0, len(devices), _GIT_READ_BATCH):
+            batch = devices[start:start + _GIT_READ_BATCH]
+            chains: dict[str, list[str]] = {device: [] for device in batch}
+            frontier = {device: f"{tips[device]}^{{commit}}" for device in batch}
+            while frontier:
+                asked = list(frontier.items())
+                frontier = {}
+                for (device, _), (oid, kind, raw) in zip(asked, cat.read_many([name for _, name in asked],
+                                                                               limit=_MAX_COMMIT)):
+                    if kind != "commit" or oid in chains[device]:
+                        continue
+                    chains[device].append(oid)
+                    parent = _first_parent(raw)
+                    if parent is not None:
+                        frontier[device] = parent
+            wanted_blobs = [(device, commit) for device in batch for commit in reversed(chains[device])]
+            blobs = cat.read_many([f"{commit}:{REPORT_FILE}" for _, commit in wanted_blobs], limit=MAX_ENVELOPE + 1)
+            for (device, _), (_, kind, blob) in zip(wanted_blobs, blobs):
+                if kind == "blob" and blob is not None:
                     yield device, blob
+
+
+_GIT_READ_BATCH = 1024  # devices per exchange: bounds the envelopes held at once
+_MAX_COMMIT = 64 * 1024  # a report commit is a few hundred bytes; more is kept of none
+
+
+def _first_parent(commit: bytes) -> str | None:
+    """The first `parent` of a raw commit object (its header ends at the first blank line)."""
+    for line in commit.split(b"\n"):
+        if not line:
+            return None
+        if line.startswith(b"parent "):
+            return line[7:].decode("ascii", "replace").strip()
+    return None
 
 
 def _read_objects(url: str, wanted: set[str] | None) -> Iterator[tuple[str, bytes]]:
@@ -309,6 +346,28 @@ class _CatFile:
         self.proc.stdout.close()
         self.proc.wait(timeout=GIT_TIMEOUT)
 
+    def read_many(self, names: list[str], limit: int | None = None) -> list[tuple[str | None, str | None, bytes | None]]:
+        """(object id, type, bytes) per name, (None, None, None) when missing; at most `limit` bytes
+        kept of each. A thread writes the requests while this one reads the answers, so neither
+        pipe fills up and there is no round trip per object."""
+        import threading
+
+        requests = b"".join(name.encode() + b"\n" for name in names)
+
+        def send() -> None:
+            try:
+                self.proc.stdin.write(requests)
+                self.proc.stdin.flush()
+            except OSError:
+                pass  # git ended; reading its answers says so
+
+        writer = threading.Thread(target=send, daemon=True)
+        writer.start()
+        try:
+            return [self._answer(limit) for _ in names]
+        finally:
+            writer.join()
+
     def read(self, name: str, limit: int | None = None) -> bytes | None:
         return self.read_typed(name, limit)[1]
 
@@ -316,10 +375,15 @@ class _CatFile:
         """(type, bytes) of an object, or (None, None) when missing; at most `limit` bytes kept."""
         self.proc.stdin.write(name.encode() + b"\n")
         self.proc.stdin.flush()
+        return self._answer(limit)[1:]
+
+    def _answer(self, limit: int | None) -> tuple[str | None, str | None, bytes | None]:
         header = self.proc.stdout.readline().decode()
         parts = header.split()
         if len(parts) != 3:
-            return None, None  # "<name> missing"
+            if not header:
+                raise StatusRemoteError("E680", "git cat-file ended early")
+            return None, None, None  # "<name> missing" (or ambiguous)
         size = int(parts[2])
         kept, left = bytearray(), size
         while left:
@@ -330,7 +394,7 @@ class _CatFile:
                 kept += chunk[: (limit - len(kept)) if limit is not None else None]
             left -= len(chunk)
         self.proc.stdout.read(1)  # the newline after the object
-        return parts[1], bytes(kept)
+        return parts[0], parts[1], bytes(kept)
 
 
 # -- the server side: enrolled keys and the pre-receive hook ---------------------------------
