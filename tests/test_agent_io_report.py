@@ -134,6 +134,18 @@ def test_a_malformed_enrolled_key_is_a_distinct_error(ident):
     assert err.value.code == "E666"
 
 
+def _on_curve(key_hex: str) -> bool:
+    """Whether the 32 bytes encode a point of edwards25519 (RFC 8032 5.1.3: x^2 = (y^2 - 1) /
+    (d y^2 + 1) must be a square mod p), worked out here, not by the library under test."""
+    p = 2**255 - 19
+    d = -121665 * pow(121666, p - 2, p) % p
+    y = int.from_bytes(bytes.fromhex(key_hex), "little") & ((1 << 255) - 1)
+    if y >= p:
+        return False
+    x2 = (y * y - 1) * pow(d * y * y + 1, p - 2, p) % p
+    return x2 == 0 or pow(x2, (p - 1) // 2, p) == 1
+
+
 SMALL_ORDER_KEYS = {  # encodings of points of order 1, 2, 4 and 8 (libsodium's blocklist)
     "identity": "01" + "00" * 31,
     "order 4": "00" * 32,
@@ -165,6 +177,10 @@ def test_a_small_order_enrolled_key_never_verifies_even_the_forgery_openssl_acce
     with pytest.raises(ReportError) as err:
         verify_report(envelope, key, ident.device_id)
     assert err.value.code == "E666" and "small-order" in err.value.message
+    mistyped = "ed25519:" + next(k for k in (f"{i:02x}" * 32 for i in range(2, 256)) if not _on_curve(k))
+    with pytest.raises(ReportError) as err:  # a key that is no point at all: E666 too, saying so
+        verify_report(envelope, mistyped, ident.device_id)
+    assert err.value.code == "E666" and "not a point on the curve" in err.value.message
     with pytest.raises(InvalidSignature):  # (a real key's wrong signature stays E663, not E666)
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(ident.public_key[8:])).verify(forged_sig, pae)
     with pytest.raises(ReportError) as err:

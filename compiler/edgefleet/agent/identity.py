@@ -103,8 +103,9 @@ def verify_signature(public_key: str, signature: bytes, data: bytes) -> bool:
 
 
 def is_usable_public_key(public_key: str) -> bool:
-    """False for a well-formed key no signature verifies under: a small-order or non-canonical
-    point (a key anyone could forge for). 32 µs: asked only when a signature failed."""
+    """False for a well-formed key no signature verifies under: not a point on the curve (a
+    mistyped key), or a small-order or non-canonical one (a key anyone could forge for). 32 µs:
+    asked only when a signature failed."""
     match = PUBLIC_KEY.fullmatch(public_key) if isinstance(public_key, str) else None
     return match is not None and crypto_core_ed25519_is_valid_point(bytes.fromhex(match.group(1)))
 

@@ -204,9 +204,10 @@ def verify_report(envelope: bytes, public_key: str, device_id: str | None) -> Re
     signed = pae(PAYLOAD_TYPE, payload)
     if not any(verify_signature(public_key, sig, signed) for _, sig in signatures):
         if not is_usable_public_key(public_key):
-            raise ReportError("E666", "the enrolled public key is a small-order or non-canonical ed25519 point, "
-                                      "which anyone could forge signatures for: no report is trusted under it "
-                                      "(re-enroll the device and put its new key in the inventory)")
+            raise ReportError("E666", "the enrolled public key is no usable ed25519 key (not a point on the curve, "
+                                      "or a small-order or non-canonical one, which anyone could forge signatures "
+                                      "for): no report is trusted under it (re-enroll the device and put its new "
+                                      "key in the inventory)")
         raise ReportError("E663", "the report's signature does not verify with the device's enrolled key")
     return _signed_report(payload, device_id)
 

@@ -182,7 +182,7 @@ _CODES = (
     Code("E663", 'the signature does not verify with the enrolled key'),
     Code("E664", 'the report is for another device'),
     Code("E665", "a counter not above the previous report's (replay)"),
-    Code("E666", 'the enrolled public key is malformed, or a small-order or non-canonical point (anyone could forge its signatures)'),
+    Code("E666", 'the enrolled public key is malformed, not on the curve, or a small-order or non-canonical point (anyone could forge its signatures)'),
     Code("E670", 'the telemetry database cannot be written (disk full), or was damaged and replaced'),
     Code("E671", 'bad telemetry input (non-finite latency, oversize envelope, a counter queued twice with other bytes)'),
     Code("E675", 'the inference API refuses a non-loopback address'),
