@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,23 +44,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "compiler"))
+from edgefleet.simulate.servers import CountingProxy as SimProxy  # noqa: E402
+
 DEVICE = "sm-cart-001"
 
 
-class CountingProxy:
-    """127.0.0.1:PORT -> target, counting bytes both ways."""
-
-    def __init__(self, target_port: int):
-        self.target = ("127.0.0.1", target_port)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.bytes = 0
-        self.connections = 0  # one per git fetch / ls-remote, one per HTTP GET (no keep-alive here)
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+class CountingProxy(SimProxy):
+    """The simulator's byte-counting proxy (127.0.0.1 only), read as bytes both ways and connections
+    since the last call."""
 
     def reset(self) -> int:
         return self.take()[0]
@@ -69,40 +60,10 @@ class CountingProxy:
     def take(self) -> tuple[int, int]:
         """(bytes, connections) since the last call."""
         time.sleep(0.1)  # let in-flight pumps finish counting
-        with self.lock:
-            value, self.bytes = self.bytes, 0
-            count, self.connections = self.connections, 0
+        with self._lock:
+            value, count = self.server_bytes + self.client_bytes, self.connections
+            self.server_bytes = self.client_bytes = self.connections = 0
         return value, count
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            with self.lock:
-                self.connections += 1
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src, dst):
-        try:
-            while data := src.recv(65536):
-                with self.lock:
-                    self.bytes += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self):
-        self.sock.close()
 
 
 def env() -> dict:

@@ -157,26 +157,13 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self):  # noqa: N802
+        from edgefleet.simulate.servers import send_file_range
+
         path = Path(self.translate_path(self.path))
         type(self).requests.append((self.path, self.headers.get("Range")))
-        if not path.is_file():
-            self.send_error(404)
+        body = send_file_range(self, path)
+        if body is None:
             return
-        data = path.read_bytes()
-        start = 0
-        rng = self.headers.get("Range")
-        if rng and (m := re.match(r"bytes=(\d+)-$", rng)):
-            start = int(m.group(1))
-            if start >= len(data):
-                self.send_error(416)
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
         name = path.name
         if name in type(self).truncate:
             type(self).truncate.discard(name)
@@ -252,23 +239,17 @@ def cli_in_process(args: list[str], env: dict[str, str]) -> subprocess.Completed
     import io
 
     from edgefleet.cli import main
+    from edgefleet.simulate.agents import scoped_env
 
-    saved = {k: os.environ.get(k) for k in env}
     stale = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("EDGEFLEET_AGENT_TEST_") and k not in env}
-    os.environ.update(env)
     out, err = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with scoped_env(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(args)
             except SystemExit as exc:
                 code = int(exc.code or 0)
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         os.environ.update(stale)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 

@@ -110,6 +110,17 @@ def scoped_env(values: dict[str, str]):
                 os.environ[k] = v
 
 
+def _pending_on_disk(dev: SimDevice) -> int:
+    """Reports queued in the device's telemetry file, read by opening it (no agent holds it open)."""
+    from edgefleet.agent.telemetry import TelemetryStore
+
+    store = TelemetryStore(dev.state_dir / "telemetry.db", state_dir=dev.state_dir)
+    try:
+        return len(store.pending_reports())
+    finally:
+        store.close()
+
+
 class InProcess:
     """Agents as instances in this process, cycled one at a time."""
 
@@ -175,15 +186,9 @@ class InProcess:
         return runner.digest if runner is not None else None
 
     def pending(self, dev: SimDevice) -> int:
-        from edgefleet.agent.telemetry import TelemetryStore
-
         if dev.telemetry is not None:
             return len(dev.telemetry.pending_reports())
-        store = TelemetryStore(dev.state_dir / "telemetry.db", state_dir=dev.state_dir)
-        try:
-            return len(store.pending_reports())
-        finally:
-            store.close()
+        return _pending_on_disk(dev)
 
     def restart(self, dev: SimDevice) -> None:
         """A reboot: the next cycle starts a new instance (and loads the model again)."""
@@ -266,13 +271,7 @@ class Processes:
         return digest.removeprefix("sha256:") or None
 
     def pending(self, dev: SimDevice) -> int:
-        from edgefleet.agent.telemetry import TelemetryStore
-
-        store = TelemetryStore(dev.state_dir / "telemetry.db", state_dir=dev.state_dir)
-        try:
-            return len(store.pending_reports())
-        finally:
-            store.close()
+        return _pending_on_disk(dev)
 
     def restart(self, dev: SimDevice) -> None:
         pass  # every poll is a new process

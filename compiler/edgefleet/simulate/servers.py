@@ -74,6 +74,7 @@ class CountingProxy:
         self.port = self.sock.getsockname()[1]
         self.server_bytes = 0        # server -> client
         self.client_bytes = 0        # client -> server
+        self.connections = 0         # one per git fetch / ls-remote, one per HTTP GET without keep-alive
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True, name="sim-proxy").start()
@@ -90,6 +91,8 @@ class CountingProxy:
             except OSError:
                 client.close()
                 continue
+            with self._lock:
+                self.connections += 1
             threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
@@ -141,6 +144,31 @@ class StoreFaults:
             return False
 
 
+def send_file_range(handler: http.server.BaseHTTPRequestHandler, path: Path) -> bytes | None:
+    """Answer a GET for the file at `path` as a static server does, `Range: bytes=N-` included:
+    send the status line and headers, return the body to write (the caller may cut it short);
+    None once a 404 or 416 has been sent."""
+    if not path.is_file():
+        handler.send_error(404)
+        return None
+    data = path.read_bytes()
+    start = 0
+    rng = handler.headers.get("Range")
+    if rng and (m := re.match(r"bytes=(\d+)-$", rng)):
+        start = int(m.group(1))
+        if start >= len(data):
+            handler.send_error(416)
+            return None
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+    else:
+        handler.send_response(200)
+    body = data[start:]
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    return body
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     faults: StoreFaults
 
@@ -152,24 +180,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         with faults.lock:
             faults.requests += 1
         path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
+        body = send_file_range(self, path)
+        if body is None:
             return
-        data = path.read_bytes()
-        start = 0
-        rng = self.headers.get("Range")
-        if rng and (m := re.match(r"bytes=(\d+)-$", rng)):
-            start = int(m.group(1))
-            if start >= len(data):
-                self.send_error(416)
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
         blob = "/blobs/" in self.path or "/sha256/" in self.path or len(body) > 4096
         if blob and faults.take_truncate():
             body = body[: len(body) // 2]
