@@ -283,11 +283,13 @@ def _read_git(git_dir: Path, wanted: set[str] | None) -> Iterator[tuple[str, byt
         for start in range(0, len(devices), _GIT_READ_BATCH):
             batch = devices[start:start + _GIT_READ_BATCH]
             chains: dict[str, list[tuple[str, str]]] = {device: [] for device in batch}  # (commit, tree), newest first
+            seen: dict[str, set[str]] = {device: set() for device in batch}  # a cheap guard on long chains
             frontier: dict[str, str] = {}
             for device in batch:
                 oid, kind, tree, parents = tips[device]
                 if kind == "commit" and tree:
                     chains[device].append((oid, tree))
+                    seen[device].add(oid)
                     if parents.split():
                         frontier[device] = parents.split()[0]
                 else:  # a tag (peeled, as rev-list peels it) or anything else (then: no report)
@@ -298,8 +300,9 @@ def _read_git(git_dir: Path, wanted: set[str] | None) -> Iterator[tuple[str, byt
                 for (device, _), (oid, kind, raw) in zip(asked, cat.read_many([name for _, name in asked],
                                                                                limit=_MAX_COMMIT)):
                     tree, parent = _commit_links(raw) if kind == "commit" else (None, None)
-                    if tree is None or any(oid == seen for seen, _ in chains[device]):
+                    if tree is None or oid in seen[device]:
                         continue
+                    seen[device].add(oid)
                     chains[device].append((oid, tree))
                     if parent is not None:
                         frontier[device] = parent

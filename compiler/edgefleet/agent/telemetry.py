@@ -2,12 +2,11 @@
 
 What it keeps:
 
-- `inference` rows (time, latency, ok, the model that answered) and `event` rows (time, kind, detail: update
-  status changes, the model now serving, errors). When there are more than `max_rows`
-  of them, or the file's live pages pass `max_bytes`, the oldest rows are folded into
-  hourly `bucket` rows (counts, errors, last success, a latency histogram, and one per model)
-  and counted
-  in `dropped_rows`. Buckets themselves are capped (`MAX_BUCKETS`); the oldest merge
+- `inference` rows (time, latency, ok, the model that answered) and `event` rows (time,
+  kind, detail: update status changes, the model now serving, errors). When there are more
+  than `max_rows` of them, or the file's live pages pass `max_bytes`, the oldest rows are
+  folded into hourly `bucket` rows (counts, errors, last success, a latency histogram, and
+  one per model) and counted in `dropped_rows`. Buckets themselves are capped (`MAX_BUCKETS`); the oldest merge
   into one "before" bucket. So totals stay exact forever, percentiles of folded data
   are approximate (histogram bins 26% wide), and the file never grows without bound
   (the failure of Azure iotedge #835).
